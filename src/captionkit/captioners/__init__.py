@@ -1,0 +1,1 @@
+"""Backends behind one interface (base.py), found by name (registry.py)."""

@@ -1,0 +1,80 @@
+"""The one interface every backend implements.
+
+A backend is constructed from a model id plus a validated ``Options`` model, and captions a
+*batch* of decoded images per call: batching is where the device earns its keep, so the
+engine never calls a backend one image at a time unless isolating a failure.
+
+The split follows transformers' pipelines: ``preprocess`` is CPU work on one image that the
+engine runs in worker threads while the model computes the previous batch;
+``caption_batch`` is the device step plus post-processing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from captionkit.types import CaptionOutput, CaptionRequest
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+
+class BackendOptions(BaseModel):
+    """Options a backend accepts; ``extra="forbid"`` turns a typo into a clear error."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Captioner(ABC):
+    """Base class of all backends.
+
+    Subclasses set ``name`` (the registry key), ``extra`` (the pip extra that brings their
+    dependencies) and ``Options``; they implement :meth:`caption_batch`.
+    """
+
+    name: ClassVar[str] = ""
+    extra: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
+    #: How many images one call should receive; the engine uses it unless told otherwise.
+    default_batch_size: ClassVar[int] = 8
+
+    def __init__(self, model: str = "", options: BackendOptions | None = None) -> None:
+        self.model = model
+        self.options = options if options is not None else self.Options()
+
+    @property
+    def model_label(self) -> str:
+        """The model name written into results (overridden where the id is a local path)."""
+        return self.model
+
+    def preprocess(self, image: Image, request: CaptionRequest) -> Any:
+        """CPU-side preparation of one image, run in worker threads. Default: none."""
+        return image
+
+    @abstractmethod
+    def caption_batch(
+        self, inputs: list[Any], request: CaptionRequest
+    ) -> list[CaptionOutput]:
+        """Caption ``inputs`` (outputs of :meth:`preprocess`), one output per input.
+
+        A failure specific to one image is returned as ``CaptionOutput.failed(...)``;
+        raising fails the batch, and the engine then retries its images one by one.
+        """
+
+    def fingerprint(self) -> str:
+        """What besides the request changes outputs (options), for the store key."""
+        return self.options.model_dump_json(exclude_none=True)
+
+    def close(self) -> None:
+        """Release devices, sessions or servers. Called once by the engine at the end."""
+
+    def __enter__(self) -> Captioner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,102 @@
+"""The ``captionkit`` command: assembles the command modules and turns user errors into one line.
+
+Command modules import their heavy dependencies inside the command functions, so building
+this app (and answering ``--help``) imports only typer and the modules' signatures.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from captionkit import __version__
+
+app = typer.Typer(
+    name="captionkit",
+    help="Turn images into good captions: local VLMs, a grounded offline pipeline, hosted APIs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+#: (command name, module, attribute, help). A module missing its attribute is skipped, so the
+#: CLI keeps working while a command group is being built.
+COMMANDS = [
+    ("caption", "captionkit.cli.caption", "command", None),
+    ("backends", "captionkit.cli.info", "backends", None),
+    ("styles", "captionkit.cli.info", "styles", None),
+    ("facts", "captionkit.cli.facts", "command", None),
+    ("eval", "captionkit.cli.eval", "command", None),
+    ("train", "captionkit.cli.train", "command", None),
+]
+GROUPS = [
+    ("results", "captionkit.cli.results", "app"),
+    ("data", "captionkit.cli.data", "app"),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"captionkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """captionkit: caption images from the command line."""
+
+
+def _load(module: str, attr: str) -> object | None:
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:  # that command group is not part of this build
+            return None
+        raise
+
+
+for _name, _module, _attr, _help in COMMANDS:
+    _fn = _load(_module, _attr)
+    if _fn is not None:
+        app.command(_name, help=_help)(_fn)  # type: ignore[arg-type]
+for _name, _module, _attr in GROUPS:
+    _group = _load(_module, _attr)
+    if _group is not None:
+        app.add_typer(_group, name=_name)  # type: ignore[arg-type]
+
+
+def run() -> None:
+    """Console-script entry: user errors become one line on stderr and an exit code."""
+    from captionkit.errors import CaptionkitError
+
+    try:
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except CaptionkitError as exc:
+        print(f"captionkit: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("captionkit: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and friends
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""The batch engine: skip what is done, batch, prefetch, isolate failures, record, write."""

@@ -1,0 +1,1 @@
+"""Captioning metrics, reference datasets and reports. Scores texts; never imports a backend."""

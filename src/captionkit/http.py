@@ -1,0 +1,341 @@
+"""The one HTTP client of captionkit: timeouts, size limits, retries and rate limits in one place.
+
+Image downloads (``inputs/fetch.py``) and the hosted-API backends both go through here, so
+proxies, timeouts and retry rules are configured once. :class:`APIClient` is what every
+provider backend and HTTP text LLM uses: it bounds concurrency, spaces requests to a
+requests-per-minute budget, and retries 429/5xx/timeouts with exponential backoff plus
+jitter (tenacity), waiting at least what the server's ``Retry-After`` asks for.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from captionkit import __version__
+from captionkit.errors import InputError
+
+if TYPE_CHECKING:
+    import httpx
+
+USER_AGENT = f"captionkit/{__version__}"
+DEFAULT_TIMEOUT = 30.0
+
+
+def client(timeout: float = DEFAULT_TIMEOUT, **kwargs: object) -> httpx.Client:
+    """A configured ``httpx.Client`` (follows redirects, honours proxy environment variables)."""
+    import httpx
+
+    headers = {"User-Agent": USER_AGENT, **dict(kwargs.pop("headers", {}) or {})}  # type: ignore[arg-type]
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        follow_redirects=True,
+        headers=headers,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def download(
+    url: str,
+    *,
+    max_bytes: int,
+    timeout: float = DEFAULT_TIMEOUT,
+    accept_prefix: str = "image/",
+    http: httpx.Client | None = None,
+) -> bytes:
+    """Fetch ``url`` into memory, refusing bodies over ``max_bytes`` or of the wrong type.
+
+    Streams the body so a huge file is cut off early instead of filling memory. Raises
+    :class:`InputError` with one line naming the URL and the reason.
+    """
+    import httpx
+
+    own = http is None
+    http = http or client(timeout)
+    try:
+        with http.stream("GET", url) as resp:
+            if resp.status_code >= 400:
+                raise InputError(f"{url}: HTTP {resp.status_code} {resp.reason_phrase}")
+            ctype = resp.headers.get("content-type", "")
+            # Some servers say application/octet-stream for images: let the decoder judge.
+            lowered = ctype.lower()
+            if (
+                accept_prefix
+                and ctype
+                and not lowered.startswith(accept_prefix)
+                and not lowered.startswith("application/octet-stream")
+            ):
+                raise InputError(f"{url}: content-type is '{ctype}', not an image")
+            declared = resp.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise InputError(f"{url}: {int(declared)} bytes is over the {max_bytes}-byte limit")
+            chunks, size = [], 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise InputError(f"{url}: body is over the {max_bytes}-byte limit")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except httpx.TimeoutException:
+        raise InputError(f"{url}: timed out after {timeout:g} s") from None
+    except httpx.HTTPError as exc:
+        raise InputError(f"{url}: {type(exc).__name__}: {exc}") from None
+    finally:
+        if own:
+            http.close()
+
+
+# -- retries, rate limits and concurrency for API calls ------------------------------------
+
+log = logging.getLogger("captionkit.http")
+
+#: Worth retrying: timeouts, conflicts, rate limits, overload, gateway hiccups (529 is
+#: Anthropic's "overloaded"). Everything else is the request's own fault and is not retried.
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: ``max_retries`` after the first attempt, waits doubling from
+    ``backoff`` up to ``max_backoff`` plus up to ``jitter`` random seconds (so parallel
+    workers do not retry in lockstep). A ``Retry-After`` from the server replaces the computed
+    wait; one longer than ``max_retry_after`` (a daily quota, say) ends the retries at once."""
+
+    max_retries: int = 4
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+    jitter: float = 1.0
+    max_retry_after: float = 120.0
+    statuses: frozenset[int] = RETRY_STATUSES
+
+
+class RateLimiter:
+    """Spaces request starts evenly so no more than ``rpm`` begin per minute.
+
+    Hand-written because it is a dozen lines: each caller reserves the next free slot under
+    a lock and sleeps until it. Even spacing (rather than bursts of ``rpm``) also keeps clear
+    of providers' per-second limits. ``rpm=None`` or 0 disables it.
+    """
+
+    def __init__(
+        self,
+        rpm: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = 60.0 / rpm if rpm else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Block until this caller may start a request; returns the seconds waited."""
+        if not self.interval:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        delay = slot - now
+        if delay > 0:
+            self._sleep(delay)
+        return max(delay, 0.0)
+
+
+@dataclass
+class APIResponse:
+    """One HTTP answer, after retries: what the providers' parsers need, nothing more."""
+
+    status: int
+    text: str
+    headers: dict[str, str] = field(default_factory=dict)
+    retries: int = 0
+
+    def json(self) -> Any | None:
+        """The parsed body, or None when it is not JSON (a proxy's HTML page, a cut body)."""
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+
+class TransportFailure(Exception):
+    """No HTTP answer at all after every retry: timeouts, refused or dropped connections."""
+
+    def __init__(self, message: str, retries: int, timed_out: bool) -> None:
+        super().__init__(message)
+        self.retries = retries
+        self.timed_out = timed_out
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: APIResponse, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {response.status}")
+        self.response = response
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(headers: dict[str, str], body: Any = None) -> float | None:
+    """The wait a server asked for: ``retry-after-ms``, ``Retry-After`` (seconds or an HTTP
+    date), or Google's ``RetryInfo.retryDelay`` ("30s") in the error body."""
+    try:
+        if "retry-after-ms" in headers:
+            return max(float(headers["retry-after-ms"]) / 1000.0, 0.0)
+        value = headers.get("retry-after")
+        if value:
+            try:
+                return max(float(value), 0.0)
+            except ValueError:
+                when = email.utils.parsedate_to_datetime(value)
+                return max(when.timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    details = body.get("error", {}).get("details") if isinstance(body, dict) else None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict) and isinstance(details, list):
+        for item in details:
+            delay = item.get("retryDelay") if isinstance(item, dict) else None
+            if isinstance(delay, str) and delay.endswith("s"):
+                try:
+                    return max(float(delay[:-1]), 0.0)
+                except ValueError:
+                    continue
+    return None
+
+
+def _strip_query(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+class APIClient:
+    """POSTs JSON to a provider with bounded concurrency, a rate limit and retries.
+
+    Thread-safe: the hosted backends call :meth:`post_json` from a thread pool. Headers are
+    never logged (they carry keys); log lines name the URL without its query string.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        rpm: float | None = None,
+        concurrency: int = 4,
+        headers: dict[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        import httpx
+
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.concurrency = max(1, concurrency)
+        self._sleep = sleep
+        self.limiter = RateLimiter(rpm, sleep=sleep)
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+        self._http = client(
+            timeout,
+            headers=headers or {},
+            limits=httpx.Limits(max_connections=self.concurrency * 2),
+        )
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.retries = 0
+
+    def _count(self, requests: int = 0, retries: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.retries += retries
+
+    def post_json(
+        self, url: str, body: dict[str, Any], *, headers: dict[str, str] | None = None
+    ) -> APIResponse:
+        """The final answer for ``body`` (a 4xx is returned, not raised); a retryable status
+        that outlives the retries is returned too, with ``retries`` set. Raises
+        :class:`TransportFailure` when no answer came at all."""
+        import httpx
+        from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
+
+        policy = self.retry
+        backoff = wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)
+        if policy.jitter:
+            backoff = backoff + wait_random(0, policy.jitter)
+        attempts = 0
+
+        def attempt() -> APIResponse:
+            nonlocal attempts
+            attempts += 1
+            self.limiter.acquire()
+            with self._slots:
+                self._count(requests=1)
+                raw = self._http.post(url, json=body, headers=headers)
+            resp = APIResponse(
+                raw.status_code, raw.text, {k.lower(): v for k, v in raw.headers.items()}
+            )
+            if raw.status_code in policy.statuses:
+                raise _RetryableStatus(resp, retry_after_seconds(resp.headers, resp.json()))
+            return resp
+
+        def wait(state: Any) -> float:
+            exc = state.outcome.exception()
+            asked = getattr(exc, "retry_after", None)
+            if asked is not None:  # the server knows best; a little jitter spreads workers
+                return asked + random.uniform(0, min(policy.jitter, asked * 0.1 + 0.01))
+            return float(backoff(state))
+
+        def stop(state: Any) -> bool:
+            if state.attempt_number > policy.max_retries:
+                return True
+            asked = getattr(state.outcome.exception(), "retry_after", None)
+            return asked is not None and asked > policy.max_retry_after
+
+        def before_sleep(state: Any) -> None:
+            self._count(retries=1)
+            exc = state.outcome.exception()
+            why = str(exc) if isinstance(exc, _RetryableStatus) else type(exc).__name__
+            log.warning(
+                "POST %s: %s; retry %d/%d in %.1f s",
+                _strip_query(url),
+                why,
+                state.attempt_number,
+                policy.max_retries,
+                state.next_action.sleep if state.next_action else 0.0,
+            )
+
+        def give_up(state: Any) -> APIResponse:
+            exc = state.outcome.exception()
+            if isinstance(exc, _RetryableStatus):
+                exc.response.retries = attempts - 1
+                return exc.response
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            what = f"timed out after {self.timeout:g} s" if timed_out else f"{type(exc).__name__}"
+            detail = "" if timed_out else f": {exc}"
+            raise TransportFailure(
+                f"{_strip_query(url)}: {what}{detail} ({attempts} attempts)",
+                attempts - 1,
+                timed_out,
+            ) from None
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(
+                (_RetryableStatus, httpx.TimeoutException, httpx.TransportError)
+            ),
+            stop=stop,
+            wait=wait,
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            retry_error_callback=give_up,
+        )
+        response = retrying(attempt)
+        response.retries = attempts - 1
+        return response
+
+    def close(self) -> None:
+        self._http.close()

@@ -1,0 +1,1 @@
+"""Where images come from (files, folders, URLs, stdin) and how they become pixels."""

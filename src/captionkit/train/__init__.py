@@ -1,0 +1,1 @@
+"""Fine-tuning encoder-decoder captioners and cleaning training data."""

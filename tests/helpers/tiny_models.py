@@ -1,0 +1,178 @@
+"""Tiny randomly initialised vision-language checkpoints, saved the way real ones are.
+
+Each builder writes a complete ``save_pretrained`` folder (weights, config, tokenizer,
+processor) so tests exercise captionkit's real loading code without any download.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WORDS = (
+    "a dog cat man woman child runs sits plays on the in of grass beach water street red blue "
+    "black white two people ball snow park picture image photo shows with and is are"
+).split()
+
+
+def make_tokenizer(extra_special: tuple[str, ...] = (), chat_template: str | None = None):
+    """A word-level fast tokenizer built with `tokenizers` (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>", *extra_special]
+    vocab = {tok: i for i, tok in enumerate(specials + WORDS + [".", ",", "?", ":", "!"])}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=list(extra_special) or None,
+    )
+    if chat_template:
+        tok.chat_template = chat_template
+    return tok
+
+
+def _steer(model, tok) -> None:
+    """Random weights babble: keep them off special tokens and off an instant EOS, so every
+    test caption is non-empty text (a real checkpoint needs neither)."""
+    model.generation_config.min_new_tokens = 3
+    model.generation_config.suppress_tokens = [tok.pad_token_id, tok.bos_token_id, tok.unk_token_id]
+
+
+def _seed():
+    import torch
+
+    torch.manual_seed(0)
+
+
+def build_vit_gpt2(out: Path) -> Path:
+    """VisionEncoderDecoder(ViT, GPT-2): the ViT-GPT2 captioner family."""
+    from transformers import (
+        GPT2Config,
+        ViTConfig,
+        ViTImageProcessor,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+    )
+
+    _seed()
+    tok = make_tokenizer()
+    enc = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64,
+    )
+    dec = GPT2Config(
+        vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    config = VisionEncoderDecoderConfig(encoder=enc.to_dict(), decoder=dec.to_dict())
+    config.decoder.is_decoder = True
+    config.decoder.add_cross_attention = True
+    config.decoder_start_token_id = tok.bos_token_id
+    config.pad_token_id = tok.pad_token_id
+    config.eos_token_id = tok.eos_token_id
+    model = VisionEncoderDecoderModel(config=config)
+    model.generation_config.decoder_start_token_id = tok.bos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    _steer(model, tok)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(out)
+    return out
+
+
+def build_blip(out: Path) -> Path:
+    """BLIP for conditional generation with its processor."""
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    _seed()
+    tok = make_tokenizer(extra_special=("[DEC]",))
+    config = BlipConfig(
+        vision_config=dict(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=2, intermediate_size=64,
+        ),
+        text_config=dict(
+            vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=64,
+            bos_token_id=tok.convert_tokens_to_ids("[DEC]"), pad_token_id=tok.pad_token_id,
+            sep_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+        ),
+    )
+    model = BlipForConditionalGeneration(config)
+    _steer(model, tok)
+    model.save_pretrained(out)
+    BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok
+    ).save_pretrained(out)
+    return out
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}:"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %} <image>{% else %} {{ c['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def build_llava(out: Path) -> Path:
+    """A LLaVA chat VLM (CLIP vision tower + projector + Llama) with a chat template."""
+    from transformers import (
+        CLIPImageProcessor,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+    from transformers import CLIPVisionConfig
+
+    _seed()
+    tok = make_tokenizer(extra_special=("<image>",), chat_template=CHAT_TEMPLATE)
+    image_id = tok.convert_tokens_to_ids("<image>")
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=2, intermediate_size=64, projection_dim=32,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        ),
+        image_token_id=image_id,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+    )
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    _steer(model, tok)
+    model.save_pretrained(out)
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        ),
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="full",
+        chat_template=CHAT_TEMPLATE,
+        num_additional_image_tokens=1,  # the CLS token ("full" strategy)
+    )
+    processor.save_pretrained(out)
+    return out
