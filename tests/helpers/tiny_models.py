@@ -14,9 +14,15 @@ WORDS = (
 ).split()
 
 
-def make_tokenizer(extra_special: tuple[str, ...] = (), chat_template: str | None = None):
-    """A word-level fast tokenizer built with `tokenizers` (no download)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def make_tokenizer(
+    extra_special: tuple[str, ...] = (), chat_template: str | None = None, wrap: bool = False
+):
+    """A word-level fast tokenizer built with `tokenizers` (no download).
+
+    ``wrap`` adds BERT-style ``<s> ... </s>`` around every text, as BLIP's tokenizer does
+    (BLIP swaps the first for its decoder-start token and drops the last).
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<s>", "</s>", "<unk>", *extra_special]
@@ -25,6 +31,10 @@ def make_tokenizer(extra_special: tuple[str, ...] = (), chat_template: str | Non
     tk.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
     )
+    if wrap:
+        tk.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])]
+        )
     tok = PreTrainedTokenizerFast(
         tokenizer_object=tk,
         pad_token="<pad>",
@@ -99,7 +109,7 @@ def build_blip(out: Path) -> Path:
     )
 
     _seed()
-    tok = make_tokenizer(extra_special=("[DEC]",))
+    tok = make_tokenizer(extra_special=("[DEC]",), wrap=True)
     config = BlipConfig(
         vision_config=dict(
             image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,

@@ -35,7 +35,9 @@ class HFCaptioner(Captioner):
     name = "hf"
     extra = "hf"
     requires = ("torch", "transformers")
-    description = "Hugging Face image-to-text and chat VLMs (BLIP, GIT, ViT-GPT2, Florence-2, SmolVLM...)"
+    description = (
+        "Hugging Face image-to-text and chat VLMs (BLIP, GIT, ViT-GPT2, Florence-2, SmolVLM...)"
+    )
     Options = HFOptions
     default_batch_size = 8
 
@@ -102,8 +104,13 @@ class HFCaptioner(Captioner):
         if n > 1:
             kwargs.update(return_dict_in_generate=True, output_scores=True)
         tok = self.loaded.tokenizer
-        if tok is not None and getattr(self.loaded.model.generation_config, "pad_token_id", None) is None:
-            kwargs["pad_token_id"] = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        if (
+            tok is not None
+            and getattr(self.loaded.model.generation_config, "pad_token_id", None) is None
+        ):
+            kwargs["pad_token_id"] = (
+                tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            )
         return kwargs
 
     def _captioner_inputs(self, inputs: list[Any], request: CaptionRequest) -> dict[str, Any]:
@@ -158,8 +165,9 @@ class HFCaptioner(Captioner):
         sequences = out.sequences if hasattr(out, "sequences") else out
         scores = self._sequence_scores(out, gen) if request.num_captions > 1 else None
         prompt_len = batch["input_ids"].shape[1] if "input_ids" in batch else 0
-        # Decoder-only models echo the prompt; encoder-decoders never do.
-        if not lm.model.config.is_encoder_decoder and prompt_len and self.model_type != "florence2":
+        # Chat models echo the whole templated prompt: keep only the answer. A captioner's
+        # text prompt is a prefix that belongs to the caption ("a picture of a dog").
+        if self.is_chat and prompt_len:
             sequences = sequences[:, prompt_len:]
         texts = lm.tokenizer.batch_decode(sequences, skip_special_tokens=True)
         n = request.num_captions
@@ -172,7 +180,9 @@ class HFCaptioner(Captioner):
                 score = float(scores[i * n + j]) if scores is not None else None
                 cands.append(Candidate(text=text, score=score))
             if scores is not None:
-                cands.sort(key=lambda c: c.score if c.score is not None else float("-inf"), reverse=True)
+                cands.sort(
+                    key=lambda c: c.score if c.score is not None else float("-inf"), reverse=True
+                )
             cands = [c for c in cands if c.text] or cands
             if not any(c.text for c in cands):
                 outputs.append(CaptionOutput.failed("the model generated an empty caption"))

@@ -1,0 +1,140 @@
+"""The hf: backend on tiny random checkpoints of three real architectures, saved and reloaded."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from PIL import Image
+
+from captionkit.captioners.registry import create
+from captionkit.errors import ConfigError, ModelLoadError
+from captionkit.types import CaptionRequest, Decoding
+
+SHORT = CaptionRequest(decoding=Decoding(max_new_tokens=8))
+
+
+def _images():
+    return [
+        Image.new("RGB", (50, 40), (200, 10, 10)),
+        Image.new("RGB", (64, 64), (0, 0, 200)),
+        Image.new("RGB", (30, 90), (10, 180, 10)),
+    ]
+
+
+def _caption(captioner, request, images=None):
+    images = images or _images()
+    inputs = [captioner.preprocess(img, request) for img in images]
+    return captioner.caption_batch(inputs, request)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_vit_gpt2", "tiny_blip", "tiny_llava"])
+def test_loads_and_captions_a_batch(fixture, request):
+    path = request.getfixturevalue(fixture)
+    captioner = create(f"hf:{path}", device="cpu")
+    outputs = _caption(captioner, SHORT)
+    assert len(outputs) == 3
+    for out in outputs:
+        assert out.error is None
+        assert out.candidates and out.candidates[0].text.strip()
+    assert captioner.model_label == str(path.resolve())
+
+
+@pytest.mark.parametrize("fixture", ["tiny_vit_gpt2", "tiny_llava"])
+def test_batched_equals_one_by_one(fixture, request):
+    """Padding and batching must not change what greedy decoding produces."""
+    captioner = create(f"hf:{request.getfixturevalue(fixture)}")
+    images = _images()
+    batched = [o.candidates[0].text for o in _caption(captioner, SHORT, images)]
+    single = [_caption(captioner, SHORT, [img])[0].candidates[0].text for img in images]
+    assert batched == single
+
+
+def test_family_detection(tiny_vit_gpt2, tiny_llava):
+    assert create(f"hf:{tiny_llava}").is_chat
+    assert not create(f"hf:{tiny_vit_gpt2}").is_chat
+
+
+def test_chat_model_receives_the_style_instruction(tiny_llava, monkeypatch):
+    captioner = create(f"hf:{tiny_llava}")
+    seen = []
+    real = captioner.loaded.processor.__call__
+
+    def spy(*args, **kwargs):
+        seen.extend(kwargs["text"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(
+        type(captioner.loaded.processor), "__call__", lambda self, *a, **k: spy(*a, **k)
+    )
+    _caption(captioner, CaptionRequest(style="alt-text", decoding=Decoding(max_new_tokens=4)))
+    assert seen and all("alt text" in t and "<image>" in t for t in seen)
+    seen.clear()
+    _caption(
+        captioner, CaptionRequest(prompt="Name the colour.", decoding=Decoding(max_new_tokens=4))
+    )
+    assert all("Name the colour." in t for t in seen)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_vit_gpt2", "tiny_blip"])
+def test_num_captions_ranked_by_score(fixture, request):
+    captioner = create(f"hf:{request.getfixturevalue(fixture)}")
+    req = CaptionRequest(num_captions=3, decoding=Decoding(max_new_tokens=6))
+    for out in _caption(captioner, req):
+        scores = [c.score for c in out.candidates]
+        assert 1 <= len(scores) <= 3 and all(s is not None for s in scores)
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_sampling_is_seeded(tiny_blip):
+    captioner = create(f"hf:{tiny_blip}")
+    req = CaptionRequest(decoding=Decoding(max_new_tokens=8, do_sample=True, top_p=0.9, seed=7))
+    first = [o.candidates[0].text for o in _caption(captioner, req)]
+    again = [o.candidates[0].text for o in _caption(captioner, req)]
+    assert first == again
+
+
+def test_blip_text_prompt_conditions_the_caption(tiny_blip):
+    captioner = create(f"hf:{tiny_blip}")
+    plain = _caption(captioner, SHORT)[0].candidates[0].text
+    prompted = (
+        _caption(
+            captioner, CaptionRequest(prompt="a picture of", decoding=Decoding(max_new_tokens=8))
+        )[0]
+        .candidates[0]
+        .text
+    )
+    assert prompted.lower().startswith("a picture of")
+    assert plain != prompted
+
+
+def test_missing_model_is_one_actionable_line(tmp_path):
+    with pytest.raises(ModelLoadError) as err:
+        create("hf:nobody/no-such-model-xyz")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "hf:/path/to/dir" in message and "nobody/no-such-model-xyz" in message
+
+
+def test_incomplete_local_folder(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError) as err:
+        create(f"hf:{tmp_path}")
+    assert str(tmp_path) in str(err.value)
+
+
+def test_bad_options_rejected(tiny_vit_gpt2):
+    with pytest.raises(ConfigError, match="dtype"):
+        create(f"hf:{tiny_vit_gpt2}", dtype="float8")
+    with pytest.raises(ConfigError, match="no_such_option"):
+        create(f"hf:{tiny_vit_gpt2}", no_such_option=1)
+    with pytest.raises(ConfigError, match="CUDA"):
+        create(f"hf:{tiny_vit_gpt2}", device="cuda")
+
+
+def test_bfloat16_on_cpu(tiny_vit_gpt2):
+    captioner = create(f"hf:{tiny_vit_gpt2}", dtype="bfloat16")
+    assert str(captioner.loaded.dtype) == "torch.bfloat16"
+    assert _caption(captioner, SHORT)[0].candidates

@@ -1,0 +1,103 @@
+"""Shared fixtures: tiny saved models, real and broken image files, the ../shared folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FLICKR = SHARED / "data" / "flickr8k-dev"
+
+# Tests never touch a model hub, and never write into the user's real cache or config.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    for key in [k for k in os.environ if k.startswith("CAPTIONKIT_")]:
+        monkeypatch.delenv(key)
+
+
+def need_shared() -> Path:
+    if not FLICKR.is_dir():
+        pytest.skip(f"needs ../shared beside the repo ({FLICKR} is absent)")
+    return FLICKR
+
+
+@pytest.fixture(scope="session")
+def flickr_images() -> list[Path]:
+    root = need_shared()
+    return sorted((root / "images").glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_gpt2(tmp_path_factory) -> Path:
+    from helpers.tiny_models import build_vit_gpt2
+
+    return build_vit_gpt2(tmp_path_factory.mktemp("vit-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_blip(tmp_path_factory) -> Path:
+    from helpers.tiny_models import build_blip
+
+    return build_blip(tmp_path_factory.mktemp("blip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory) -> Path:
+    from helpers.tiny_models import build_llava
+
+    return build_llava(tmp_path_factory.mktemp("llava"))
+
+
+def write_image(path: Path, size=(64, 48), color=(200, 30, 30), fmt=None) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, format=fmt)
+    return path
+
+
+@pytest.fixture
+def photo_dir(tmp_path) -> Path:
+    """Good images (JPEG, PNG, one in a sub-folder) plus every kind of bad input."""
+    root = tmp_path / "photos"
+    write_image(root / "red.jpg", color=(220, 20, 20))
+    write_image(root / "blue.png", color=(20, 20, 220))
+    write_image(root / "sub" / "green.jpg", color=(20, 200, 20))
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "empty.jpg").write_bytes(b"")
+    good = (root / "red.jpg").read_bytes()
+    (bad / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (bad / "text.jpg").write_text("this is not an image\n")
+    write_image(bad / "tiny.png", size=(1, 1))
+    (bad / "huge.png").write_bytes(huge_png_header())
+    return root
+
+
+def huge_png_header(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A well-formed PNG whose header claims 10 gigapixels, with a few bytes of pixel data:
+    what a decompression bomb looks like before anything is decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
