@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "Candidate",
     "CaptionRequest",
     "CaptionResult",
-    "Candidate",
     "Decoding",
     "__version__",
     "caption",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from captionkit.captioners import registry
 from captionkit.captioners.base import Captioner
-from captionkit.engine.runner import RunOptions, Runner
+from captionkit.engine.runner import Runner, RunOptions
 from captionkit.engine.store import ResultStore, default_store_path
 from captionkit.errors import ConfigError
 from captionkit.inputs.sources import Source, iter_sources
@@ -26,7 +26,9 @@ ImageLike = "str | Path | Image"
 _DEFAULT = object()
 
 
-def load_captioner(spec: str = "grounded", *, rewrite: str | None = None, **options: Any) -> Captioner:
+def load_captioner(
+    spec: str = "grounded", *, rewrite: str | None = None, **options: Any
+) -> Captioner:
     """Build the backend that ``spec`` names (``hf:ORG/NAME``, ``grounded``, ``openai:MODEL``...).
 
     ``options`` are validated against the backend's ``Options`` model. ``rewrite`` names a
@@ -101,8 +103,12 @@ def caption(
         request,
         store=results_store,
         options=RunOptions(
-            batch_size=batch_size, force=force, collect=True,
-            prefix=prefix, suffix=suffix, trigger_word=trigger_word,
+            batch_size=batch_size,
+            force=force,
+            collect=True,
+            prefix=prefix,
+            suffix=suffix,
+            trigger_word=trigger_word,
         ),
         progress=make_progress(progress),
     )

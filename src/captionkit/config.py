@@ -86,9 +86,7 @@ def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settin
     path = config_path(config_file)
 
     class _FileSettings(Settings):
-        model_config = SettingsConfigDict(
-            env_prefix=ENV_PREFIX, extra="forbid", toml_file=path
-        )
+        model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", toml_file=path)
 
     try:
         return _FileSettings(**{k: v for k, v in flags.items() if v is not None})

@@ -33,8 +33,7 @@ class MissingDependencyError(CaptionkitError):
         self.extra = extra
         what = f" for {purpose}" if purpose else ""
         super().__init__(
-            f"'{package}' is needed{what} but is not installed: "
-            f'pip install "captionkit[{extra}]"'
+            f"'{package}' is needed{what} but is not installed: pip install \"captionkit[{extra}]\""
         )
 
 

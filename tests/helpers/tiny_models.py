@@ -8,10 +8,42 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WORDS = (
-    "a dog cat man woman child runs sits plays on the in of grass beach water street red blue "
-    "black white two people ball snow park picture image photo shows with and is are"
-).split()
+WORDS = [
+    "a",
+    "dog",
+    "cat",
+    "man",
+    "woman",
+    "child",
+    "runs",
+    "sits",
+    "plays",
+    "on",
+    "the",
+    "in",
+    "of",
+    "grass",
+    "beach",
+    "water",
+    "street",
+    "red",
+    "blue",
+    "black",
+    "white",
+    "two",
+    "people",
+    "ball",
+    "snow",
+    "park",
+    "picture",
+    "image",
+    "photo",
+    "shows",
+    "with",
+    "and",
+    "is",
+    "are",
+]
 
 
 def make_tokenizer(
@@ -65,21 +97,30 @@ def build_vit_gpt2(out: Path) -> Path:
     """VisionEncoderDecoder(ViT, GPT-2): the ViT-GPT2 captioner family."""
     from transformers import (
         GPT2Config,
-        ViTConfig,
-        ViTImageProcessor,
         VisionEncoderDecoderConfig,
         VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
     )
 
     _seed()
     tok = make_tokenizer()
     enc = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
     )
     dec = GPT2Config(
-        vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        vocab_size=len(tok),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
     config = VisionEncoderDecoderConfig(encoder=enc.to_dict(), decoder=dec.to_dict())
@@ -112,14 +153,24 @@ def build_blip(out: Path) -> Path:
     tok = make_tokenizer(extra_special=("[DEC]",), wrap=True)
     config = BlipConfig(
         vision_config=dict(
-            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-            num_attention_heads=2, intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
         ),
         text_config=dict(
-            vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=64,
-            bos_token_id=tok.convert_tokens_to_ids("[DEC]"), pad_token_id=tok.pad_token_id,
-            sep_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            bos_token_id=tok.convert_tokens_to_ids("[DEC]"),
+            pad_token_id=tok.pad_token_id,
+            sep_token_id=tok.eos_token_id,
+            eos_token_id=tok.eos_token_id,
         ),
     )
     model = BlipForConditionalGeneration(config)
@@ -144,25 +195,36 @@ def build_llava(out: Path) -> Path:
     """A LLaVA chat VLM (CLIP vision tower + projector + Llama) with a chat template."""
     from transformers import (
         CLIPImageProcessor,
+        CLIPVisionConfig,
         LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
     )
-    from transformers import CLIPVisionConfig
 
     _seed()
     tok = make_tokenizer(extra_special=("<image>",), chat_template=CHAT_TEMPLATE)
     image_id = tok.convert_tokens_to_ids("<image>")
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
-            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-            num_attention_heads=2, intermediate_size=64, projection_dim=32,
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            projection_dim=32,
         ),
         text_config=LlamaConfig(
-            vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
-            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=256,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
         ),
         image_token_id=image_id,

@@ -57,9 +57,7 @@ class Captioner(ABC):
         return image
 
     @abstractmethod
-    def caption_batch(
-        self, inputs: list[Any], request: CaptionRequest
-    ) -> list[CaptionOutput]:
+    def caption_batch(self, inputs: list[Any], request: CaptionRequest) -> list[CaptionOutput]:
         """Caption ``inputs`` (outputs of :meth:`preprocess`), one output per input.
 
         A failure specific to one image is returned as ``CaptionOutput.failed(...)``;

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from captionkit.captioners.base import BackendOptions, Captioner
-from captionkit.styles import get_style
 from captionkit.styles import finish as finish_text
+from captionkit.styles import get_style
 from captionkit.types import Candidate, CaptionOutput, CaptionRequest
 
 

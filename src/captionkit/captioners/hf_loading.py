@@ -33,7 +33,9 @@ def resolve_device(device: str) -> str:
             return "mps"
         return "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+        raise ConfigError(
+            "--device cuda was asked for but no CUDA GPU is visible; use --device cpu"
+        )
     return device
 
 
@@ -44,9 +46,13 @@ def resolve_dtype(dtype: str, device: str) -> Any:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            dtype
+        ]
     except KeyError:
-        raise ConfigError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16") from None
+        raise ConfigError(
+            f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16"
+        ) from None
 
 
 def _load_error(model_id: str, exc: Exception) -> ModelLoadError:

@@ -1,4 +1,4 @@
-"""Backends by name, resolved from a model spec such as ``hf:Salesforce/blip-image-captioning-base``.
+"""Backends by name, resolved from a model spec such as ``hf:Salesforce/blip-image-captioning``.
 
 Built-in backends are listed here as import strings and third-party packages add theirs
 through the ``captionkit.captioners`` entry-point group, exactly like the built-ins: nothing is
@@ -130,7 +130,9 @@ def describe_backends() -> list[BackendInfo]:
     """Every known backend with what it needs and whether that is installed here."""
     infos = []
     for name in backend_names():
-        target = _targets().get(name, f"{_registered[name].__module__}" if name in _registered else "")
+        target = _targets().get(
+            name, f"{_registered[name].__module__}" if name in _registered else ""
+        )
         try:
             cls = get_backend(name)
         except Exception as exc:  # a plugin failing to import is reported, not fatal
@@ -139,6 +141,8 @@ def describe_backends() -> list[BackendInfo]:
         missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
         problem = f"missing: {', '.join(missing)}" if missing else None
         infos.append(
-            BackendInfo(name, target, cls.extra, cls.requires, cls.description, not missing, problem)
+            BackendInfo(
+                name, target, cls.extra, cls.requires, cls.description, not missing, problem
+            )
         )
     return infos

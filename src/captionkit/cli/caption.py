@@ -37,7 +37,9 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-def backend_options(backend_cls: Any, settings: Any, flags: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
+def backend_options(
+    backend_cls: Any, settings: Any, flags: dict[str, Any], pairs: list[str]
+) -> dict[str, Any]:
     """Config-file table < common flags the backend understands < explicit ``-o`` pairs."""
     fields = backend_cls.Options.model_fields
     options = settings.backend_options(backend_cls.name)
@@ -49,7 +51,9 @@ def backend_options(backend_cls: Any, settings: Any, flags: dict[str, Any], pair
 
 
 def _gather_inputs(
-    inputs: list[str] | None, image_dir: list[str] | None, image_file: list[str] | None,
+    inputs: list[str] | None,
+    image_dir: list[str] | None,
+    image_file: list[str] | None,
     url_image: list[str] | None,
 ) -> list[str]:
     items = [*(inputs or []), *(image_dir or []), *(image_file or []), *(url_image or [])]
@@ -66,53 +70,253 @@ def _gather_inputs(
 
 
 def command(
-    inputs: Annotated[list[str] | None, typer.Argument(help="Image files, folders (recursive), URLs, or - to read paths from stdin.", show_default=False)] = None,
-    image_dir: Annotated[list[str] | None, typer.Option("--image-dir", help="A folder of images (as the seed scripts had it).", rich_help_panel=INPUTS)] = None,
-    image_file: Annotated[list[str] | None, typer.Option("--image-file", help="One image file.", rich_help_panel=INPUTS)] = None,
-    url_image: Annotated[list[str] | None, typer.Option("--url-image", help="One image URL.", rich_help_panel=INPUTS)] = None,
-    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Descend into sub-folders.", rich_help_panel=INPUTS)] = True,
-    include: Annotated[list[str] | None, typer.Option("--include", help="Only paths matching this glob (repeatable), e.g. '*.png'.", rich_help_panel=INPUTS)] = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip paths matching this glob (repeatable).", rich_help_panel=INPUTS)] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="BACKEND:MODEL, e.g. grounded, hf:Salesforce/blip-image-captioning-base, hf:/path/to/dir, openai:gpt-4o-mini. Default: grounded.", rich_help_panel=MODEL)] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps.", rich_help_panel=MODEL)] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16, float16.", rich_help_panel=MODEL)] = None,
-    quantize: Annotated[str | None, typer.Option(help="Load in 4bit or 8bit (needs bitsandbytes and a GPU).", rich_help_panel=MODEL)] = None,
-    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Backend option KEY=VALUE (repeatable); see `captionkit backends`.", rich_help_panel=MODEL)] = None,
-    rewrite: Annotated[str | None, typer.Option(help="Rewrite each description into the style with this text LLM (smollm2, hf:..., openai-compatible:NAME).", rich_help_panel=MODEL)] = None,
-    style: Annotated[str | None, typer.Option("--style", "-s", help="short, detailed, alt-text, social, training.", rich_help_panel=PROMPT)] = None,
-    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Your own instruction, replacing the style's.", rich_help_panel=PROMPT)] = None,
-    num_captions: Annotated[int, typer.Option("--num-captions", "-n", min=1, help="Candidates per image; the best is used, all are kept in JSONL.", rich_help_panel=PROMPT)] = 1,
-    max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Longest caption in tokens.", rich_help_panel=PROMPT)] = None,
-    num_beams: Annotated[int, typer.Option(min=1, help="Beam search width.", rich_help_panel=PROMPT)] = 1,
-    sample: Annotated[bool, typer.Option("--sample", help="Nucleus sampling instead of greedy/beam.", rich_help_panel=PROMPT)] = False,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.", rich_help_panel=PROMPT)] = 1.0,
-    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass.", rich_help_panel=PROMPT)] = 0.9,
-    top_k: Annotated[int, typer.Option(min=0, help="Top-k sampling (0: off).", rich_help_panel=PROMPT)] = 0,
-    seed: Annotated[int | None, typer.Option(help="Random seed for sampling.", rich_help_panel=PROMPT)] = None,
-    fmt: Annotated[str | None, typer.Option("--format", "-f", help="Also write all results as txt, jsonl or csv (to --output or stdout).", rich_help_panel=OUTPUT)] = None,
-    output: Annotated[str | None, typer.Option("--output", "-O", help="File for --format (default: stdout).", rich_help_panel=OUTPUT)] = None,
-    sidecar: Annotated[bool | None, typer.Option("--sidecar/--no-sidecar", help="Write IMAGE.txt beside each image. Default: on, except when --format goes to stdout.", rich_help_panel=OUTPUT)] = None,
-    output_dir: Annotated[str | None, typer.Option("--output-dir", help="Write sidecars here, mirroring the input folders.", rich_help_panel=OUTPUT)] = None,
-    existing: Annotated[str | None, typer.Option(help="When a sidecar exists: skip (default), overwrite, append, prepend.", rich_help_panel=OUTPUT)] = None,
-    extension: Annotated[str | None, typer.Option(help="Sidecar extension (default .txt; e.g. .caption).", rich_help_panel=OUTPUT)] = None,
-    prefix: Annotated[str | None, typer.Option(help="Text put before every caption.", rich_help_panel=OUTPUT)] = None,
-    suffix: Annotated[str | None, typer.Option(help="Text put after every caption.", rich_help_panel=OUTPUT)] = None,
-    trigger_word: Annotated[str | None, typer.Option(help="LoRA trigger word, put first: 'TRIGGER, caption'.", rich_help_panel=OUTPUT)] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="Images per model call (default: the backend's).", rich_help_panel=RUN)] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="Threads reading and decoding images ahead of the model.", rich_help_panel=RUN)] = None,
-    store: Annotated[str | None, typer.Option(help="Results store (SQLite) path, or 'none'. Default: the user cache dir.", rich_help_panel=RUN)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Recompute even what the store already holds.", rich_help_panel=RUN)] = False,
-    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: when stderr is a terminal).", rich_help_panel=RUN)] = None,
-    max_pixels: Annotated[int | None, typer.Option(help="Refuse images larger than this many pixels.", rich_help_panel=RUN)] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for a URL download.", rich_help_panel=RUN)] = None,
-    config: Annotated[str | None, typer.Option(help="TOML config file (default: $CAPTIONKIT_CONFIG or the user config dir).", rich_help_panel=RUN)] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Image files, folders (recursive), URLs, or - to read paths from stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    image_dir: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--image-dir",
+            help="A folder of images (as the seed scripts had it).",
+            rich_help_panel=INPUTS,
+        ),
+    ] = None,
+    image_file: Annotated[
+        list[str] | None,
+        typer.Option("--image-file", help="One image file.", rich_help_panel=INPUTS),
+    ] = None,
+    url_image: Annotated[
+        list[str] | None, typer.Option("--url-image", help="One image URL.", rich_help_panel=INPUTS)
+    ] = None,
+    recursive: Annotated[
+        bool,
+        typer.Option(
+            "--recursive/--no-recursive", help="Descend into sub-folders.", rich_help_panel=INPUTS
+        ),
+    ] = True,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include",
+            help="Only paths matching this glob (repeatable), e.g. '*.png'.",
+            rich_help_panel=INPUTS,
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude", help="Skip paths matching this glob (repeatable).", rich_help_panel=INPUTS
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="BACKEND:MODEL, e.g. grounded, hf:Salesforce/blip-image-captioning-base, hf:/path/to/dir, openai:gpt-4o-mini. Default: grounded.",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps.", rich_help_panel=MODEL)
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="auto, float32, bfloat16, float16.", rich_help_panel=MODEL)
+    ] = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="Load in 4bit or 8bit (needs bitsandbytes and a GPU).", rich_help_panel=MODEL
+        ),
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            help="Backend option KEY=VALUE (repeatable); see `captionkit backends`.",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    rewrite: Annotated[
+        str | None,
+        typer.Option(
+            help="Rewrite each description into the style with this text LLM (smollm2, hf:..., openai-compatible:NAME).",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    style: Annotated[
+        str | None,
+        typer.Option(
+            "--style",
+            "-s",
+            help="short, detailed, alt-text, social, training.",
+            rich_help_panel=PROMPT,
+        ),
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt",
+            "-p",
+            help="Your own instruction, replacing the style's.",
+            rich_help_panel=PROMPT,
+        ),
+    ] = None,
+    num_captions: Annotated[
+        int,
+        typer.Option(
+            "--num-captions",
+            "-n",
+            min=1,
+            help="Candidates per image; the best is used, all are kept in JSONL.",
+            rich_help_panel=PROMPT,
+        ),
+    ] = 1,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Longest caption in tokens.", rich_help_panel=PROMPT)
+    ] = None,
+    num_beams: Annotated[
+        int, typer.Option(min=1, help="Beam search width.", rich_help_panel=PROMPT)
+    ] = 1,
+    sample: Annotated[
+        bool,
+        typer.Option(
+            "--sample", help="Nucleus sampling instead of greedy/beam.", rich_help_panel=PROMPT
+        ),
+    ] = False,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="Sampling temperature.", rich_help_panel=PROMPT)
+    ] = 1.0,
+    top_p: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass.", rich_help_panel=PROMPT)
+    ] = 0.9,
+    top_k: Annotated[
+        int, typer.Option(min=0, help="Top-k sampling (0: off).", rich_help_panel=PROMPT)
+    ] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed for sampling.", rich_help_panel=PROMPT)
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Also write all results as txt, jsonl or csv (to --output or stdout).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-O", help="File for --format (default: stdout).", rich_help_panel=OUTPUT
+        ),
+    ] = None,
+    sidecar: Annotated[
+        bool | None,
+        typer.Option(
+            "--sidecar/--no-sidecar",
+            help="Write IMAGE.txt beside each image. Default: on, except when --format goes to stdout.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    output_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--output-dir",
+            help="Write sidecars here, mirroring the input folders.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    existing: Annotated[
+        str | None,
+        typer.Option(
+            help="When a sidecar exists: skip (default), overwrite, append, prepend.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    extension: Annotated[
+        str | None,
+        typer.Option(
+            help="Sidecar extension (default .txt; e.g. .caption).", rich_help_panel=OUTPUT
+        ),
+    ] = None,
+    prefix: Annotated[
+        str | None, typer.Option(help="Text put before every caption.", rich_help_panel=OUTPUT)
+    ] = None,
+    suffix: Annotated[
+        str | None, typer.Option(help="Text put after every caption.", rich_help_panel=OUTPUT)
+    ] = None,
+    trigger_word: Annotated[
+        str | None,
+        typer.Option(
+            help="LoRA trigger word, put first: 'TRIGGER, caption'.", rich_help_panel=OUTPUT
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            "-b",
+            min=1,
+            help="Images per model call (default: the backend's).",
+            rich_help_panel=RUN,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Threads reading and decoding images ahead of the model.",
+            rich_help_panel=RUN,
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Results store (SQLite) path, or 'none'. Default: the user cache dir.",
+            rich_help_panel=RUN,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Recompute even what the store already holds.", rich_help_panel=RUN
+        ),
+    ] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress bar (default: when stderr is a terminal).",
+            rich_help_panel=RUN,
+        ),
+    ] = None,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(help="Refuse images larger than this many pixels.", rich_help_panel=RUN),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds to wait for a URL download.", rich_help_panel=RUN)
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            help="TOML config file (default: $CAPTIONKIT_CONFIG or the user config dir).",
+            rich_help_panel=RUN,
+        ),
+    ] = None,
 ) -> None:
     """Caption images and write sidecar .txt files and/or a JSONL/CSV/TXT stream."""
     from captionkit.api import load_captioner, open_store
     from captionkit.captioners import registry
     from captionkit.config import load_settings
     from captionkit.engine.progress import make_progress
-    from captionkit.engine.runner import RunOptions, Runner
+    from captionkit.engine.runner import Runner, RunOptions
     from captionkit.engine.sinks import SidecarSink, Sink, StreamSink
     from captionkit.inputs.decode import DecodeLimits
     from captionkit.inputs.fetch import FetchLimits
@@ -121,9 +325,21 @@ def command(
     from captionkit.types import CaptionRequest, Decoding
 
     settings = load_settings(
-        config, model=model, style=style, batch_size=batch_size, workers=workers, device=device,
-        dtype=dtype, store=store, existing=existing, sidecar_extension=extension, prefix=prefix,
-        suffix=suffix, trigger_word=trigger_word, max_pixels=max_pixels, timeout=timeout,
+        config,
+        model=model,
+        style=style,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        dtype=dtype,
+        store=store,
+        existing=existing,
+        sidecar_extension=extension,
+        prefix=prefix,
+        suffix=suffix,
+        trigger_word=trigger_word,
+        max_pixels=max_pixels,
+        timeout=timeout,
         max_new_tokens=max_new_tokens,
     )
     get_style(settings.style)
@@ -131,7 +347,8 @@ def command(
     backend_name, _ = registry.parse_spec(settings.model)
     backend_cls = registry.get_backend(backend_name)
     options = backend_options(
-        backend_cls, settings,
+        backend_cls,
+        settings,
         {"device": settings.device, "dtype": settings.dtype, "quantize": quantize},
         option or [],
     )
@@ -140,18 +357,26 @@ def command(
         prompt=prompt,
         num_captions=num_captions,
         decoding=Decoding(
-            max_new_tokens=settings.max_new_tokens, num_beams=num_beams, do_sample=sample,
-            temperature=temperature if sample else 1.0, top_p=top_p if sample else 1.0,
-            top_k=top_k if sample else 0, seed=seed,
+            max_new_tokens=settings.max_new_tokens,
+            num_beams=num_beams,
+            do_sample=sample,
+            temperature=temperature if sample else 1.0,
+            top_p=top_p if sample else 1.0,
+            top_k=top_k if sample else 0,
+            seed=seed,
         ),
     )
     sinks: list[Sink] = []
     if sidecar is None:
         sidecar = fmt is None or output is not None
     if sidecar:
-        sinks.append(SidecarSink(
-            extension=settings.sidecar_extension, output_dir=output_dir, existing=settings.existing,
-        ))
+        sinks.append(
+            SidecarSink(
+                extension=settings.sidecar_extension,
+                output_dir=output_dir,
+                existing=settings.existing,
+            )
+        )
     if fmt is not None:
         sinks.append(StreamSink(fmt, output))
     elif not sidecar or any(i == "-" or i.startswith(("http://", "https://")) for i in items):
@@ -160,20 +385,32 @@ def command(
     captioner = load_captioner(settings.model, rewrite=rewrite, **options)
     results_store = open_store(settings.store)
     bar = make_progress(progress)
-    walk = {"recursive": recursive, "include": tuple(include or ()), "exclude": tuple(exclude or ())}
+    walk = {
+        "recursive": recursive,
+        "include": tuple(include or ()),
+        "exclude": tuple(exclude or ()),
+    }
     if "-" not in items:
         threading.Thread(
             target=lambda: bar.set_total(count_sources(items, **walk)), daemon=True
         ).start()
     runner = Runner(
-        captioner, request, store=results_store, sinks=sinks, progress=bar,
+        captioner,
+        request,
+        store=results_store,
+        sinks=sinks,
+        progress=bar,
         options=RunOptions(
-            batch_size=settings.batch_size, workers=settings.workers, force=force,
+            batch_size=settings.batch_size,
+            workers=settings.workers,
+            force=force,
             decode=DecodeLimits(max_pixels=settings.max_pixels),
             fetch=FetchLimits(
                 max_bytes=int(settings.max_download_mb * 1024 * 1024), timeout=settings.timeout
             ),
-            prefix=settings.prefix, suffix=settings.suffix, trigger_word=settings.trigger_word,
+            prefix=settings.prefix,
+            suffix=settings.suffix,
+            trigger_word=settings.trigger_word,
         ),
     )
     try:
@@ -205,4 +442,6 @@ def _print_summary(summary: Any, store: Any) -> None:
         console.print(f"  ... and {summary.failed - 20} more (see --format jsonl for all)")
     if summary.interrupted:
         where = f" in {store.path}" if store is not None else ""
-        console.print(f"[yellow]interrupted[/yellow]: finished captions are kept{where}; rerun the same command to resume")
+        console.print(
+            f"[yellow]interrupted[/yellow]: finished captions are kept{where}; rerun the same command to resume"
+        )

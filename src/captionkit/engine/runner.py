@@ -131,8 +131,10 @@ class Runner:
                 item.cached = self.store.get(item.key)
                 if item.cached is not None:
                     return item
-            image = img.convert("RGB") if source.image is not None else decode_image(
-                data, self.options.decode
+            image = (
+                img.convert("RGB")
+                if source.image is not None
+                else decode_image(data, self.options.decode)
             )
             item.input = self.captioner.preprocess(image, self.request)
         except ImageDecodeError as exc:
@@ -148,7 +150,9 @@ class Runner:
         try:
             outputs = self.captioner.caption_batch(inputs, self.request)
             if len(outputs) != len(inputs):
-                raise RuntimeError(f"backend returned {len(outputs)} outputs for {len(inputs)} images")
+                raise RuntimeError(
+                    f"backend returned {len(outputs)} outputs for {len(inputs)} images"
+                )
             return outputs
         except CaptionkitError:
             raise  # bad key, missing weights, ...: no image can succeed, stop the run
@@ -158,7 +162,9 @@ class Runner:
             # Isolate: the batch failed as a whole (one bad image, or out of memory).
             return [self._caption([x])[0] for x in inputs]
 
-    def _result(self, item: _Prepared, output: CaptionOutput | None, seconds: float) -> CaptionResult:
+    def _result(
+        self, item: _Prepared, output: CaptionOutput | None, seconds: float
+    ) -> CaptionResult:
         base = dict(
             source=item.source.key,
             backend=self.captioner.name,
@@ -211,7 +217,9 @@ class Runner:
         for p, result in zip(pending, results, strict=True):
             if result.ok:
                 result.text = decorate(
-                    result.text or "", self.options.prefix, self.options.suffix,
+                    result.text or "",
+                    self.options.prefix,
+                    self.options.suffix,
                     self.options.trigger_word,
                 )
                 if result.cached:
@@ -238,7 +246,9 @@ class Runner:
         start = time.perf_counter()
         it: Iterator[Source] = iter(sources)
         window: deque[Future[_Prepared]] = deque()
-        pool = ThreadPoolExecutor(max_workers=max(1, self.options.workers), thread_name_prefix="ck-prep")
+        pool = ThreadPoolExecutor(
+            max_workers=max(1, self.options.workers), thread_name_prefix="ck-prep"
+        )
         exhausted = False
         pending: list[_Prepared] = []
         n_todo = 0

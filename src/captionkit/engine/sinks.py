@@ -100,7 +100,16 @@ class SidecarSink(Sink):
 class StreamSink(Sink):
     """All results as one JSONL, CSV or TXT stream, to a file or standard output."""
 
-    CSV_FIELDS = ("source", "caption", "candidates", "backend", "model", "style", "error", "seconds")
+    CSV_FIELDS = (
+        "source",
+        "caption",
+        "candidates",
+        "backend",
+        "model",
+        "style",
+        "error",
+        "seconds",
+    )
 
     def __init__(self, fmt: str, output: str | Path | None = None) -> None:
         if fmt not in FORMATS:
@@ -112,7 +121,7 @@ class StreamSink(Sink):
             path.parent.mkdir(parents=True, exist_ok=True)
             # Rewritten in full each run: results already in the store are re-emitted, so a
             # resumed run still produces one complete file without duplicates.
-            self._fh: TextIO = open(path, "w", encoding="utf-8", newline="")
+            self._fh: TextIO = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close())
         else:
             self._fh = sys.stdout
         self._csv = csv.writer(self._fh) if fmt == "csv" else None

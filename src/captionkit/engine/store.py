@@ -55,7 +55,9 @@ class ResultStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot create the store folder {self.path.parent}: {exc.strerror}") from None
+            raise ConfigError(
+                f"cannot create the store folder {self.path.parent}: {exc.strerror}"
+            ) from None
         self._local = threading.local()
         conn = self._conn()
         try:

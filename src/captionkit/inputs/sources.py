@@ -19,13 +19,61 @@ from captionkit.errors import InputError
 
 #: Suffixes taken as images without looking inside (the decoder still checks the content).
 IMAGE_SUFFIXES = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .webp .gif .bmp .tif .tiff .avif .heic .heif .ppm .pgm .pbm "
-    ".tga .ico .jp2 .j2k".split()
+    [
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".webp",
+        ".gif",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".avif",
+        ".heic",
+        ".heif",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".tga",
+        ".ico",
+        ".jp2",
+        ".j2k",
+    ]
 )
 #: Suffixes never worth opening (sidecars, metadata): skipped without a read.
 NEVER_IMAGES = frozenset(
-    ".txt .json .jsonl .csv .tsv .md .toml .yaml .yml .py .xml .html .db .sqlite .parquet "
-    ".caption .tags .log .zip .tar .gz .pdf .mp4 .mov .avi .mkv .mp3 .wav".split()
+    [
+        ".txt",
+        ".json",
+        ".jsonl",
+        ".csv",
+        ".tsv",
+        ".md",
+        ".toml",
+        ".yaml",
+        ".yml",
+        ".py",
+        ".xml",
+        ".html",
+        ".db",
+        ".sqlite",
+        ".parquet",
+        ".caption",
+        ".tags",
+        ".log",
+        ".zip",
+        ".tar",
+        ".gz",
+        ".pdf",
+        ".mp4",
+        ".mov",
+        ".avi",
+        ".mkv",
+        ".mp3",
+        ".wav",
+    ]
 )
 #: Magic numbers of formats Pillow decodes, for files whose suffix says nothing.
 _MAGIC: tuple[bytes, ...] = (
