@@ -16,13 +16,12 @@ from captionkit.captioners.base import Captioner
 from captionkit.engine.runner import Runner, RunOptions
 from captionkit.engine.store import ResultStore, default_store_path
 from captionkit.errors import ConfigError
-from captionkit.inputs.sources import Source, iter_sources
+from captionkit.inputs.sources import Source, is_url, iter_sources
 from captionkit.types import CaptionRequest, CaptionResult, Decoding
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-ImageLike = "str | Path | Image"
 _DEFAULT = object()
 
 
@@ -52,6 +51,9 @@ def _sources(inputs: Any) -> Iterator[Source]:
     for n, item in enumerate(inputs):
         if isinstance(item, Image):
             yield Source(key=f"<image {n}>", image=item)
+        elif not is_url(str(item)) and not Path(item).expanduser().exists():
+            # A missing path fails alone (its result carries the error), like a bad image.
+            yield Source(key=str(item), path=Path(item).expanduser())
         else:
             yield from iter_sources([str(item)])
 
@@ -60,7 +62,7 @@ def open_store(store: Any) -> ResultStore | None:
     """``None``/default -> the user-cache store; ``False`` or ``"none"`` -> no store."""
     if store is False or (isinstance(store, str) and store.lower() == "none"):
         return None
-    if store is None or store is _DEFAULT:
+    if store is None or store is True or store is _DEFAULT:
         return ResultStore(default_store_path())
     return ResultStore(store)
 
@@ -93,11 +95,16 @@ def caption(
     get_style(style)
     if num_captions < 1:
         raise ConfigError("num_captions must be at least 1")
-    captioner = model if isinstance(model, Captioner) else load_captioner(model, **options)
     request = CaptionRequest(
         style=style, prompt=prompt, num_captions=num_captions, decoding=decoding or Decoding()
     )
     results_store = open_store(store)
+    try:
+        captioner = model if isinstance(model, Captioner) else load_captioner(model, **options)
+    except BaseException:
+        if results_store is not None:
+            results_store.close()
+        raise
     runner = Runner(
         captioner,
         request,

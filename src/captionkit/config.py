@@ -93,9 +93,10 @@ def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settin
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        origin = f" (config file {path})" if path else ""
+        origin = f" {path}" if path else ""
         raise ConfigError(
-            f"setting '{where}': {first['msg']}{origin}; env variable {ENV_PREFIX}{where.upper()}"
+            f"setting '{where}': {first['msg']} (from --{where.replace('_', '-')}, "
+            f"{ENV_PREFIX}{where.upper()} or the config file{origin})"
         ) from None
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise ConfigError(f"cannot read config file {path}: {exc}") from None

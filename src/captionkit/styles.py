@@ -76,10 +76,13 @@ STYLES: dict[str, Style] = {
 }
 
 _PREAMBLE = re.compile(
-    r"^(?:(?:here is|here's|sure[,!.]?|certainly[,!.]?)[^:\n]*:\s*|"
-    r"(?:this|the) (?:image|picture|photo)(?: shows| depicts| features)?\s*:?\s+(?=[a-z]))",
+    r"^(?:(?:sure|certainly|of course)[,!.]\s+|"
+    r"(?:here is|here's|sure[,!.]?|certainly[,!.]?)[^:\n]*:\s*|"
+    r"(?:this|the) (?:image|picture|photo)(?:(?: shows| depicts| features)\s*:?|\s*:)\s+(?=[a-z]))",
     re.IGNORECASE,
 )
+#: Words ending in "." that do not end a sentence.
+_ABBREVIATIONS = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|vs|etc|e\.g|i\.e)\.$", re.IGNORECASE)
 _ALT_LEAD = re.compile(r"^(?:an? )?(?:image|picture|photo|photograph) of\s+", re.IGNORECASE)
 
 
@@ -91,14 +94,18 @@ def get_style(name: str) -> Style:
 
 
 def first_sentence(text: str) -> str:
-    match = re.search(r"(?<=[.!?])\s+(?=[A-Z\"'])", text)
-    return text[: match.start()] if match else text
+    for match in re.finditer(r"(?<=[.!?])\s+(?=[A-Z\"'])", text):
+        if not _ABBREVIATIONS.search(text[: match.start()]):
+            return text[: match.start()]
+    return text
 
 
 def truncate_words(text: str, max_chars: int) -> str:
+    """Cut at the last word boundary within ``max_chars`` (hard cut for one long token)."""
     if len(text) <= max_chars:
         return text
-    cut = text[: max_chars + 1].rsplit(" ", 1)[0].rstrip(",;:-")
+    head = text[: max_chars + 1]
+    cut = head.rsplit(" ", 1)[0].rstrip(",;:-") if " " in head else ""
     return cut if cut else text[:max_chars]
 
 
@@ -106,8 +113,9 @@ def finish(text: str, style: str) -> str:
     """Clean a model's raw output for ``style``: preamble, quotes, spacing, length."""
     spec = get_style(style)
     text = " ".join(text.replace("\u200b", " ").split())
+    for _ in range(2):  # "Sure! Here is a caption: ..." has two
+        text = _PREAMBLE.sub("", text, count=1)
     text = text.strip().strip('"').strip("'").strip()
-    text = _PREAMBLE.sub("", text, count=1)
     if style == "alt-text":
         text = _ALT_LEAD.sub("", text)
     if spec.one_sentence:
@@ -125,6 +133,6 @@ def decorate(text: str, prefix: str = "", suffix: str = "", trigger_word: str = 
     The trigger word leads, separated by a comma, as LoRA training scripts expect; prefix and
     suffix are joined verbatim so the user controls their own separators.
     """
-    if trigger_word and not text.startswith(trigger_word):
+    if trigger_word and not re.match(rf"{re.escape(trigger_word)}\b", text):
         text = f"{trigger_word}, {text}" if text else trigger_word
     return f"{prefix}{text}{suffix}"

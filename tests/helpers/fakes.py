@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from captionkit.captioners import registry
 from captionkit.captioners.base import BackendOptions, Captioner
 from captionkit.errors import BackendError
-from captionkit.types import CaptionOutput, CaptionRequest, Candidate
+from captionkit.types import Candidate, CaptionOutput, CaptionRequest
 
 NAME = "fake"
 
@@ -35,7 +35,9 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 
 def colour_name(rgb: tuple[int, int, int]) -> str:
     """The palette colour nearest to ``rgb`` (squared distance)."""
-    return min(PALETTE, key=lambda n: sum((a - b) ** 2 for a, b in zip(PALETTE[n], rgb)))
+    return min(
+        PALETTE, key=lambda n: sum((a - b) ** 2 for a, b in zip(PALETTE[n], rgb, strict=True))
+    )
 
 
 def caption_for(colour: str) -> str:
@@ -126,8 +128,10 @@ class FakeCaptioner(Captioner):
                 continue
             text = caption_for(colour) + self.options.tag  # type: ignore[attr-defined]
             outputs.append(
-                CaptionOutput([Candidate(text, 0.9), Candidate(text + " again", 0.1)],
-                              extra={"colour": colour})
+                CaptionOutput(
+                    [Candidate(text, 0.9), Candidate(text + " again", 0.1)],
+                    extra={"colour": colour},
+                )
             )
         return outputs
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -76,9 +77,13 @@ def get_backend(name: str) -> type[Captioner]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and not exc.name.startswith("captionkit"):
+        if exc.name and exc.name.split(".")[0] != "captionkit":
             from captionkit.errors import MissingDependencyError
 
+            if name not in BUILTIN:  # a plugin: its extra is not ours to name
+                raise UnknownBackendError(
+                    f"backend '{name}' needs the package '{exc.name}', which is not installed"
+                ) from exc
             raise MissingDependencyError(exc.name, _extra_guess(name), f"backend '{name}'") from exc
         raise
     return getattr(module, attr)
@@ -101,6 +106,10 @@ def parse_spec(spec: str) -> tuple[str, str]:
     names = set(backend_names())
     if sep and head in names:
         return head, tail
+    if sep and re.fullmatch(r"[a-z][a-z0-9_-]+", head) and not tail.startswith("//"):
+        raise UnknownBackendError(
+            f"unknown backend '{head}' in '{spec}'; available: {', '.join(sorted(names))}"
+        )
     if not sep and spec in names:
         return spec, ""
     if "/" in spec or spec.startswith("."):

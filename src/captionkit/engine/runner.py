@@ -24,7 +24,12 @@ from captionkit.engine.progress import NullProgress, Progress
 from captionkit.engine.sinks import Sink
 from captionkit.engine.store import ResultStore, result_key
 from captionkit.errors import CaptionkitError, ImageDecodeError
-from captionkit.inputs.decode import DecodeLimits, content_hash, decode_image
+from captionkit.inputs.decode import (
+    DecodeLimits,
+    content_hash,
+    decode_image,
+    normalize_image,
+)
 from captionkit.inputs.fetch import FetchLimits, read_source
 from captionkit.inputs.sources import Source
 from captionkit.styles import decorate
@@ -132,7 +137,7 @@ class Runner:
                 if item.cached is not None:
                     return item
             image = (
-                img.convert("RGB")
+                normalize_image(img, self.options.decode)
                 if source.image is not None
                 else decode_image(data, self.options.decode)
             )
@@ -254,7 +259,8 @@ class Runner:
         n_todo = 0
         try:
             while True:
-                while not exhausted and len(window) < self.prefetch:
+                # Images held = those decoding + those waiting for the batch: keep <= prefetch.
+                while not exhausted and len(window) + n_todo < self.prefetch:
                     try:
                         source = next(it)
                     except StopIteration:

@@ -59,10 +59,11 @@ class ResultStore:
                 f"cannot create the store folder {self.path.parent}: {exc.strerror}"
             ) from None
         self._local = threading.local()
-        conn = self._conn()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
         try:
-            conn.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
+            self._conn().executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:  # also OperationalError: unwritable folder
             raise ConfigError(
                 f"{self.path} is not a usable captionkit store ({exc}); choose another with --store"
             ) from None
@@ -70,12 +71,16 @@ class ResultStore:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30)
+            # Each connection is used by one thread only; check_same_thread=False lets close()
+            # release the worker threads' connections from the engine's thread.
+            conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable against process crashes (kill -9) in WAL mode; only a power
             # cut can lose the last commits, which a rerun then recomputes.
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
         return conn
 
     def get(self, key: str) -> CaptionResult | None:
@@ -135,7 +140,9 @@ class ResultStore:
         return self._conn().execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close every thread's connection (worker threads read through their own)."""
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,13 +38,21 @@ def _to_rgb(img: Image) -> Image:
 
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit greyscale: scale to the 8-bit range rather than clipping to white.
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16/32-bit and float greyscale: map the format's range to 8 bits (convert() clips).
         import numpy as np
 
         arr = np.asarray(img, dtype=np.float64)
-        top = arr.max() or 1.0
-        return PILImage.fromarray((arr * (255.0 / top)).astype("uint8")).convert("RGB")
+        if img.mode.startswith("I;16") or (
+            arr.min() >= 0 and arr.max() <= 65535 and img.mode == "I"
+        ):
+            arr = arr / 257.0
+        elif img.mode == "F" and arr.min() >= 0 and arr.max() <= 1:
+            arr = arr * 255.0
+        else:
+            low, high = float(arr.min()), float(arr.max())
+            arr = (arr - low) * (255.0 / (high - low or 1.0))
+        return PILImage.fromarray(np.clip(arr.round(), 0, 255).astype("uint8")).convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -54,35 +63,68 @@ def _to_rgb(img: Image) -> Image:
     return img.convert("RGB")
 
 
+_PILLOW_GUARD_LOCK = threading.Lock()
+
+
+def _open_without_pillow_guard(data: bytes) -> Image:
+    """Parse the header with Pillow's global bomb guard lifted for this one call.
+
+    Pillow refuses at open() beyond twice its own global limit; lifting that limit for good
+    would disarm it for every other Pillow user in the process, so it is lifted under a lock
+    and restored at once. Only the header is read here; :func:`check_size` then decides.
+    """
+    from PIL import Image as PILImage
+
+    with _PILLOW_GUARD_LOCK:
+        saved = PILImage.MAX_IMAGE_PIXELS
+        PILImage.MAX_IMAGE_PIXELS = None
+        try:
+            return PILImage.open(io.BytesIO(data))
+        finally:
+            PILImage.MAX_IMAGE_PIXELS = saved
+
+
+def check_size(img: Image, limits: DecodeLimits) -> None:
+    width, height = img.size
+    if width * height > limits.max_pixels:
+        raise ImageDecodeError(
+            f"{width}x{height} is over the {limits.max_pixels:,}-pixel limit "
+            "(raise --max-pixels if the image is genuine)"
+        )
+    if min(width, height) < limits.min_side:
+        raise ImageDecodeError(
+            f"{width}x{height} is too small to caption (min side {limits.min_side} px)"
+        )
+
+
+def normalize_image(img: Image, limits: DecodeLimits | None = None) -> Image:
+    """An opened image -> upright 8-bit RGB; also the path for ``PIL.Image`` API inputs."""
+    from PIL import ImageOps
+
+    check_size(img, limits or DecodeLimits())
+    return _to_rgb(ImageOps.exif_transpose(img) or img)
+
+
 def decode_image(data: bytes, limits: DecodeLimits | None = None) -> Image:
     """Decode ``data`` or raise :class:`ImageDecodeError` with a short reason."""
     from PIL import Image as PILImage
-    from PIL import ImageOps, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     limits = limits or DecodeLimits()
     if not data:
         raise ImageDecodeError("empty file")
-    # Our own guard below replaces Pillow's global one, so --max-pixels can go above it.
-    PILImage.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            img = PILImage.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > limits.max_pixels:
-                raise ImageDecodeError(
-                    f"{width}x{height} is over the {limits.max_pixels:,}-pixel limit "
-                    "(raise --max-pixels if the image is genuine)"
-                )
-            if min(width, height) < limits.min_side:
-                raise ImageDecodeError(
-                    f"{width}x{height} is too small to caption (min side {limits.min_side} px)"
-                )
+            try:
+                img = PILImage.open(io.BytesIO(data))
+            except PILImage.DecompressionBombError:
+                img = _open_without_pillow_guard(data)  # our limit decides, and says the size
+            check_size(img, limits)
             if getattr(img, "is_animated", False):
                 img.seek(0)
             img.load()
-            img = ImageOps.exif_transpose(img) or img
-            return _to_rgb(img)
+            return normalize_image(img, limits)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:

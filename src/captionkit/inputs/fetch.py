@@ -31,7 +31,7 @@ def read_source(source: Source, limits: FetchLimits | None = None) -> bytes:
             raise ImageDecodeError(f"{size:,} bytes is over the {limits.max_bytes:,}-byte limit")
         return source.path.read_bytes()
     except FileNotFoundError:
-        raise ImageDecodeError("file disappeared before it was read") from None
+        raise ImageDecodeError("no such file") from None
     except PermissionError:
         raise ImageDecodeError("permission denied") from None
     except IsADirectoryError:
