@@ -52,6 +52,13 @@ def tiny_blip(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_git(tmp_path_factory) -> Path:
+    from helpers.tiny_models import build_git
+
+    return build_git(tmp_path_factory.mktemp("git"))
+
+
+@pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory) -> Path:
     from helpers.tiny_models import build_llava
 

@@ -30,7 +30,7 @@ def _caption(captioner, request, images=None):
     return captioner.caption_batch(inputs, request)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vit_gpt2", "tiny_blip", "tiny_llava"])
+@pytest.mark.parametrize("fixture", ["tiny_vit_gpt2", "tiny_blip", "tiny_git", "tiny_llava"])
 def test_loads_and_captions_a_batch(fixture, request):
     path = request.getfixturevalue(fixture)
     captioner = create(f"hf:{path}", device="cpu")

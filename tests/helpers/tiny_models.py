@@ -248,3 +248,40 @@ def build_llava(out: Path) -> Path:
     )
     processor.save_pretrained(out)
     return out
+
+
+def build_git(out: Path) -> Path:
+    """GIT: a decoder-only captioner reading CLIP image features (no chat template)."""
+    from transformers import CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
+
+    _seed()
+    tok = make_tokenizer(wrap=True)
+    config = GitConfig(
+        vision_config=dict(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        ),
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    model = GitForCausalLM(config)
+    _steer(model, tok)
+    model.save_pretrained(out)
+    GitProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        ),
+        tokenizer=tok,
+    ).save_pretrained(out)
+    return out
