@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.images import huge_png_header, write_image
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 FLICKR = SHARED / "data" / "flickr8k-dev"
@@ -65,14 +67,6 @@ def tiny_llava(tmp_path_factory) -> Path:
     return build_llava(tmp_path_factory.mktemp("llava"))
 
 
-def write_image(path: Path, size=(64, 48), color=(200, 30, 30), fmt=None) -> Path:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, color).save(path, format=fmt)
-    return path
-
-
 @pytest.fixture
 def photo_dir(tmp_path) -> Path:
     """Good images (JPEG, PNG, one in a sub-folder) plus every kind of bad input."""
@@ -89,22 +83,3 @@ def photo_dir(tmp_path) -> Path:
     write_image(bad / "tiny.png", size=(1, 1))
     (bad / "huge.png").write_bytes(huge_png_header())
     return root
-
-
-def huge_png_header(width: int = 100_000, height: int = 100_000) -> bytes:
-    """A well-formed PNG whose header claims 10 gigapixels, with a few bytes of pixel data:
-    what a decompression bomb looks like before anything is decoded."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )

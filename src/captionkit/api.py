@@ -26,20 +26,25 @@ _DEFAULT = object()
 
 
 def load_captioner(
-    spec: str = "grounded", *, rewrite: str | None = None, **options: Any
+    spec: str = "grounded",
+    *,
+    rewrite: str | None = None,
+    rewrite_options: dict[str, Any] | None = None,
+    **options: Any,
 ) -> Captioner:
     """Build the backend that ``spec`` names (``hf:ORG/NAME``, ``grounded``, ``openai:MODEL``...).
 
     ``options`` are validated against the backend's ``Options`` model. ``rewrite`` names a
     text LLM (``smollm2``, ``hf:...``, ``openai-compatible:NAME``) that rewrites each
-    description into the requested style.
+    description into the requested style; ``rewrite_options`` (``base_url``, ``api_key``...)
+    go to that LLM.
     """
     captioner = registry.create(spec, **options)
     if rewrite:
         from captionkit.captioners.rewrite import RewriteCaptioner
         from captionkit.llm import load_llm
 
-        captioner = RewriteCaptioner(captioner, load_llm(rewrite))
+        captioner = RewriteCaptioner(captioner, load_llm(rewrite, **(rewrite_options or {})))
     return captioner
 
 

@@ -133,7 +133,7 @@ class RateLimiter:
     ) -> None:
         self.interval = 60.0 / rpm if rpm else 0.0
         self._clock = clock
-        self._sleep = sleep
+        self.sleep = sleep
         self._next = 0.0
         self._lock = threading.Lock()
 
@@ -147,7 +147,7 @@ class RateLimiter:
             self._next = slot + self.interval
         delay = slot - now
         if delay > 0:
-            self._sleep(delay)
+            self.sleep(delay)
         return max(delay, 0.0)
 
 
@@ -171,10 +171,14 @@ class APIResponse:
 class TransportFailure(Exception):
     """No HTTP answer at all after every retry: timeouts, refused or dropped connections."""
 
-    def __init__(self, message: str, retries: int, timed_out: bool) -> None:
+    def __init__(
+        self, message: str, retries: int, timed_out: bool, unreachable: bool = False
+    ) -> None:
         super().__init__(message)
         self.retries = retries
         self.timed_out = timed_out
+        #: The server could not even be connected to: no later request will fare better.
+        self.unreachable = unreachable
 
 
 class _RetryableStatus(Exception):
@@ -199,8 +203,9 @@ def retry_after_seconds(headers: dict[str, str], body: Any = None) -> float | No
                 return max(when.timestamp() - time.time(), 0.0)
     except (TypeError, ValueError, OverflowError):
         pass
-    details = body.get("error", {}).get("details") if isinstance(body, dict) else None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict) and isinstance(details, list):
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    if isinstance(details, list):
         for item in details:
             delay = item.get("retryDelay") if isinstance(item, dict) else None
             if isinstance(delay, str) and delay.endswith("s"):
@@ -237,8 +242,8 @@ class APIClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.concurrency = max(1, concurrency)
-        self._sleep = sleep
-        self.limiter = RateLimiter(rpm, sleep=sleep)
+        self.sleep = sleep
+        self.limiter = RateLimiter(rpm, sleep=lambda s: self.sleep(s))
         self._slots = threading.BoundedSemaphore(self.concurrency)
         self._http = client(
             timeout,
@@ -255,11 +260,17 @@ class APIClient:
             self.retries += retries
 
     def post_json(
-        self, url: str, body: dict[str, Any], *, headers: dict[str, str] | None = None
+        self,
+        url: str,
+        body: dict[str, Any],
+        *,
+        headers: dict[str, str] | None = None,
+        final: Callable[[APIResponse], bool] | None = None,
     ) -> APIResponse:
         """The final answer for ``body`` (a 4xx is returned, not raised); a retryable status
-        that outlives the retries is returned too, with ``retries`` set. Raises
-        :class:`TransportFailure` when no answer came at all."""
+        that outlives the retries is returned too, with ``retries`` set. ``final`` marks
+        answers that waiting cannot cure (a 429 for an exhausted quota), returned at once.
+        Raises :class:`TransportFailure` when no answer came at all."""
         import httpx
         from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
 
@@ -279,7 +290,7 @@ class APIClient:
             resp = APIResponse(
                 raw.status_code, raw.text, {k.lower(): v for k, v in raw.headers.items()}
             )
-            if raw.status_code in policy.statuses:
+            if raw.status_code in policy.statuses and not (final and final(resp)):
                 raise _RetryableStatus(resp, retry_after_seconds(resp.headers, resp.json()))
             return resp
 
@@ -291,9 +302,12 @@ class APIClient:
             return float(backoff(state))
 
         def stop(state: Any) -> bool:
-            if state.attempt_number > policy.max_retries:
+            exc = state.outcome.exception()
+            # A refused connection is a server that is not running: two more tries, not four.
+            limit = min(policy.max_retries, 2) if isinstance(exc, httpx.ConnectError) else None
+            if state.attempt_number > (policy.max_retries if limit is None else limit):
                 return True
-            asked = getattr(state.outcome.exception(), "retry_after", None)
+            asked = getattr(exc, "retry_after", None)
             return asked is not None and asked > policy.max_retry_after
 
         def before_sleep(state: Any) -> None:
@@ -321,6 +335,7 @@ class APIClient:
                 f"{_strip_query(url)}: {what}{detail} ({attempts} attempts)",
                 attempts - 1,
                 timed_out,
+                unreachable=isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)),
             ) from None
 
         retrying = Retrying(
@@ -329,7 +344,7 @@ class APIClient:
             ),
             stop=stop,
             wait=wait,
-            sleep=self._sleep,
+            sleep=lambda s: self.sleep(s),
             before_sleep=before_sleep,
             retry_error_callback=give_up,
         )

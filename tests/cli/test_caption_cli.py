@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from captionkit.cli.main import app
-from conftest import write_image
+from helpers.images import write_image
 
 pytest.importorskip("transformers")
 
@@ -173,7 +173,7 @@ def test_seed_cli_flags(tmp_path, tiny_vit_gpt2):
     ("args", "message"),
     [
         (["caption", "/no/such/dir", "--model", "hf:x/y"], "no such file or folder"),
-        (["caption", ".", "--model", "nosuch:thing"], "cannot tell which backend"),
+        (["caption", ".", "--model", "nosuch:thing"], "unknown backend 'nosuch'"),
         (["caption", ".", "--style", "haiku"], "unknown style"),
         (["caption", ".", "--model", "hf:nobody/missing-model-xyz"], "hf:/path/to/dir"),
     ],

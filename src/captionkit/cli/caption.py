@@ -149,6 +149,66 @@ def command(
             rich_help_panel=MODEL,
         ),
     ] = None,
+    detector: Annotated[
+        str | None,
+        typer.Option(
+            help="grounded: ssd (offline default), yolox, ultralytics.", rich_help_panel=MODEL
+        ),
+    ] = None,
+    detector_weights: Annotated[
+        str | None,
+        typer.Option(
+            help="grounded: a local detector weights file (air-gapped use).", rich_help_panel=MODEL
+        ),
+    ] = None,
+    writer: Annotated[
+        str | None,
+        typer.Option(
+            help="grounded: template, or a text LLM (smollm2, hf:..., openai-compatible:NAME).",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Hosted APIs: the key (default: OPENAI_API_KEY / GEMINI_API_KEY / ANTHROPIC_API_KEY).",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1.",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    rewrite_base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Server URL of the --rewrite model when it is served.", rich_help_panel=MODEL
+        ),
+    ] = None,
+    rewrite_api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="API key of the --rewrite model when it is hosted.", rich_help_panel=MODEL
+        ),
+    ] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            help="Hosted APIs: stop spending past this amount (set prices with -o price_per_1k_input=...).",
+            rich_help_panel=RUN,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Count the images and estimate tokens/cost; caption nothing.",
+            rich_help_panel=RUN,
+        ),
+    ] = False,
     style: Annotated[
         str | None,
         typer.Option(
@@ -349,7 +409,17 @@ def command(
     options = backend_options(
         backend_cls,
         settings,
-        {"device": settings.device, "dtype": settings.dtype, "quantize": quantize},
+        {
+            "device": settings.device,
+            "dtype": settings.dtype,
+            "quantize": quantize,
+            "detector": detector,
+            "detector_weights": detector_weights,
+            "writer": writer,
+            "api_key": api_key,
+            "base_url": base_url,
+            "max_cost": max_cost,
+        },
         option or [],
     )
     request = CaptionRequest(
@@ -382,14 +452,26 @@ def command(
     elif not sidecar or any(i == "-" or i.startswith(("http://", "https://")) for i in items):
         sinks.append(StreamSink("txt", None))  # URLs have no folder for a sidecar: print them
 
-    captioner = load_captioner(settings.model, rewrite=rewrite, **options)
-    results_store = open_store(settings.store)
-    bar = make_progress(progress)
+    rewrite_options = {"base_url": rewrite_base_url, "api_key": rewrite_api_key}
+    captioner = load_captioner(
+        settings.model,
+        rewrite=rewrite,
+        rewrite_options={k: v for k, v in rewrite_options.items() if v is not None},
+        **options,
+    )
     walk = {
         "recursive": recursive,
         "include": tuple(include or ()),
         "exclude": tuple(exclude or ()),
     }
+    if dry_run:
+        try:
+            _dry_run(captioner, iter_sources(items, **walk), request)
+        finally:
+            captioner.close()
+        return
+    results_store = open_store(settings.store)
+    bar = make_progress(progress)
     if "-" not in items:
         threading.Thread(
             target=lambda: bar.set_total(count_sources(items, **walk)), daemon=True
@@ -419,11 +501,40 @@ def command(
         captioner.close()
         if results_store is not None:
             results_store.close()
-    _print_summary(summary, results_store)
+    _print_summary(summary, results_store, getattr(captioner, "stats", None))
     raise typer.Exit(summary.exit_code)
 
 
-def _print_summary(summary: Any, store: Any) -> None:
+def _dry_run(captioner: Any, sources: Any, request: Any) -> None:
+    """Read only image headers, then ask the backend what the run would cost."""
+    from PIL import Image
+
+    sizes, unreadable = [], 0
+    for source in sources:
+        if source.path is None:
+            unreadable += 1  # URLs are not fetched in a dry run
+            continue
+        try:
+            with Image.open(source.path) as img:
+                sizes.append(img.size)
+        except Exception:
+            unreadable += 1
+    line = f"{len(sizes)} images"
+    if unreadable:
+        line += f" (+{unreadable} URLs or unreadable files not counted)"
+    estimate = getattr(captioner, "estimate", None)
+    if estimate is None:
+        typer.echo(f"{line}; backend '{captioner.name}' runs locally: no token cost")
+        return
+    est = estimate(sizes, request)
+    cost = est.get("cost")
+    money = f", cost ~{cost:.4f}" if cost is not None else " (set prices to estimate cost)"
+    typer.echo(
+        f"{line}: ~{est['input_tokens']:,} input + ~{est['output_tokens']:,} output tokens{money}"
+    )
+
+
+def _print_summary(summary: Any, store: Any, stats: Any = None) -> None:
     from rich.console import Console
 
     console = Console(stderr=True, highlight=False)
@@ -436,6 +547,12 @@ def _print_summary(summary: Any, store: Any) -> None:
         parts.append(f"[red]{summary.failed} failed[/red]")
     rate = f" at {summary.rate:.2f} img/s" if summary.captioned else ""
     console.print(f"{', '.join(parts)} in {summary.seconds:.1f} s{rate}")
+    if stats is not None:
+        totals = {k: v for k, v in stats().items() if v}
+        cost = totals.pop("cost", None)
+        if totals:
+            text = ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in totals.items())
+            console.print(f"  {text}" + (f", cost: {cost:.4f}" if cost else ""))
     for source, error in summary.failures[:20]:
         console.print(f"  [red]failed[/red] {source}: {error}")
     if summary.failed > 20:

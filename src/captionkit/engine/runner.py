@@ -182,8 +182,11 @@ class Runner:
         if item.error is not None or output is None:
             return CaptionResult(text=None, error=item.error or "no output", **base)
         if output.error is not None or not output.candidates:
-            return CaptionResult(
-                text=None, error=output.error or "backend returned no caption", **base
+            return CaptionResult(  # keep extra: a failed API call still reports its usage
+                text=None,
+                error=output.error or "backend returned no caption",
+                extra=output.extra,
+                **base,
             )
         return CaptionResult(
             text=output.candidates[0].text,

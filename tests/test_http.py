@@ -1,0 +1,216 @@
+"""The shared HTTP client: downloads, retries with backoff and Retry-After, rate and concurrency
+limits, against a tiny scripted server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from captionkit.errors import InputError
+from captionkit.http import (
+    APIClient,
+    RateLimiter,
+    RetryPolicy,
+    TransportFailure,
+    download,
+    retry_after_seconds,
+)
+
+
+class Server:
+    """Replies from ``script`` (status, headers, body, delay) in order, then 200 {"ok": true}."""
+
+    def __init__(self) -> None:
+        self.script: deque[tuple[int, dict[str, str], bytes, float]] = deque()
+        self.hits = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self) -> None:
+                if self.command == "POST":
+                    self.rfile.read(int(self.headers.get("content-length", 0)))
+                server.hits += 1
+                status, headers, body, delay = (
+                    server.script.popleft() if server.script else (200, {}, b'{"ok": true}', 0)
+                )
+                time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    headers = {"content-type": "application/json", **headers}
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_GET = do_POST = _reply
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+def make_client(**kw: Any) -> tuple[APIClient, list[float]]:
+    waits: list[float] = []
+    kw.setdefault("retry", RetryPolicy(max_retries=3, backoff=1.0, max_backoff=8.0, jitter=0.5))
+    client = APIClient(timeout=kw.pop("timeout", 5.0), **kw)
+    client.sleep = waits.append
+    return client, waits
+
+
+def jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_download_keeps_its_behaviour(server):
+    body = jpeg()
+    server.script.append((200, {"content-type": "image/jpeg"}, body, 0))
+    assert download(f"{server.url}/a.jpg", max_bytes=10_000) == body
+    server.script.append((200, {"content-type": "text/html"}, b"<html>", 0))
+    with pytest.raises(InputError, match="not an image"):
+        download(f"{server.url}/b", max_bytes=10_000)
+    server.script.append((200, {"content-type": "image/jpeg"}, body, 0))
+    with pytest.raises(InputError, match="over the 10-byte limit"):
+        download(f"{server.url}/c", max_bytes=10)
+    server.script.append((404, {}, b"", 0))
+    with pytest.raises(InputError, match="HTTP 404"):
+        download(f"{server.url}/d", max_bytes=10)
+
+
+def test_retry_after_parsing():
+    assert retry_after_seconds({"retry-after": "7"}) == 7
+    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+    assert 25 < retry_after_seconds({"retry-after": date}) <= 30
+    google = {"error": {"details": [{"@type": "x.RetryInfo", "retryDelay": "12s"}]}}
+    assert retry_after_seconds({}, google) == 12
+    assert retry_after_seconds({"retry-after": "soon"}) is None
+    assert retry_after_seconds({}) is None
+
+
+def test_retries_429_honouring_retry_after(server):
+    server.script.extend([(429, {"retry-after": "2"}, b"{}", 0), (503, {}, b"{}", 0)])
+    client, waits = make_client()
+    resp = client.post_json(f"{server.url}/v1/x", {"a": 1})
+    assert resp.status == 200 and resp.json() == {"ok": True} and resp.retries == 2
+    assert 2.0 <= waits[0] <= 2.3  # what the server asked, plus a little jitter
+    assert 1.0 <= waits[1] <= 2.0 + 0.5  # exponential backoff with jitter
+    assert (client.requests, client.retries) == (3, 2)
+
+
+def test_backoff_grows_and_gives_up_returning_last_answer(server):
+    server.script.extend([(500, {}, b'{"error": {"message": "boom"}}', 0)] * 4)
+    client, waits = make_client()
+    resp = client.post_json(f"{server.url}/v1/x", {})
+    assert resp.status == 500 and resp.retries == 3 and server.hits == 4
+    assert waits == sorted(waits) and waits[-1] <= 8.0 + 0.5
+
+
+def test_client_errors_are_not_retried(server):
+    server.script.append((400, {}, b'{"error": {"message": "bad"}}', 0))
+    client, waits = make_client()
+    assert client.post_json(f"{server.url}/v1/x", {}).status == 400
+    assert waits == [] and server.hits == 1
+
+
+def test_final_hook_stops_retrying(server):
+    server.script.append((429, {}, b'{"error": {"code": "insufficient_quota"}}', 0))
+    client, waits = make_client()
+    resp = client.post_json(f"{server.url}/v1/x", {}, final=lambda r: "quota" in r.text)
+    assert resp.status == 429 and waits == []
+
+
+def test_long_retry_after_gives_up_at_once(server):
+    server.script.append((429, {"retry-after": "3600"}, b"{}", 0))
+    client, waits = make_client()
+    assert client.post_json(f"{server.url}/v1/x", {}).status == 429
+    assert waits == [] and server.hits == 1
+
+
+def test_timeouts_retried_then_transport_failure(server):
+    server.script.extend([(200, {}, b"{}", 1.0)] * 2)
+    client, waits = make_client(timeout=0.2, retry=RetryPolicy(max_retries=1))
+    with pytest.raises(TransportFailure, match=r"timed out after 0.2 s \(2 attempts\)") as err:
+        client.post_json(f"{server.url}/v1/x?key=SECRET", {})
+    assert err.value.timed_out and err.value.retries == 1 and len(waits) == 1
+    assert not err.value.unreachable
+    assert "SECRET" not in str(err.value)  # query strings never reach messages
+
+
+def test_connection_refused():
+    client, _ = make_client(retry=RetryPolicy(max_retries=1))
+    with pytest.raises(TransportFailure, match="ConnectError") as err:
+        client.post_json("http://127.0.0.1:9/v1/x", {})
+    assert not err.value.timed_out and err.value.unreachable
+
+
+def test_rate_limiter_spaces_requests():
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+
+    limiter = RateLimiter(120, clock=lambda: now[0], sleep=sleep)  # one every 0.5 s
+    for _ in range(4):
+        limiter.acquire()
+    assert slept == pytest.approx([0.5, 1.0, 1.5])
+    now[0] += 10  # idle time is not banked into a burst beyond one slot
+    slept.clear()
+    limiter.acquire()
+    limiter.acquire()
+    assert slept == pytest.approx([0.5])
+    assert RateLimiter(None).acquire() == 0.0
+
+
+def test_concurrency_is_bounded(server):
+    server.script.extend([(200, {}, b"{}", 0.3)] * 6)
+    client, _ = make_client(concurrency=2)
+    starts: list[float] = []
+
+    def go() -> None:
+        starts.append(time.monotonic())
+        client.post_json(f"{server.url}/v1/x", {})
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=go) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.monotonic() - t0 >= 0.85  # 6 requests of 0.3 s, two at a time
+    client.close()
+
+
+def test_malformed_json_is_none(server):
+    server.script.append((200, {}, b"{not json", 0))
+    client, _ = make_client()
+    resp = client.post_json(f"{server.url}/v1/x", {})
+    assert resp.status == 200 and resp.json() is None and json.loads('{"a":1}')
