@@ -1,0 +1,166 @@
+"""``captionkit eval``: score captioning systems against human references, side by side.
+
+Thin on purpose: captions come from the public API (``--model``, through the results store so
+a rerun does not recompute) or from files (``--candidates``); everything else lives in
+:mod:`captionkit.eval`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from captionkit.errors import ConfigError
+
+
+def _split_list(values: list[str] | None) -> list[str]:
+    return [v.strip().lower() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def _named(spec: str) -> tuple[str, str]:
+    """``NAME=VALUE`` names a system explicitly; otherwise the value names itself."""
+    if "=" in spec and not spec.split("=", 1)[0].startswith(("hf:", "/", ".")):
+        name, value = spec.split("=", 1)
+        return name, value
+    return "", spec
+
+
+def command(
+    dataset: str = typer.Argument(
+        ...,
+        help="references.json folder/file, Flickr token file, COCO/Karpathy JSON, "
+        "folder of images with sidecar .txt, or hf:NAME.",
+    ),
+    model: list[str] = typer.Option(
+        None, "--model", "-m", help="Backend to caption the images with (repeatable; NAME=SPEC)."
+    ),
+    candidates: list[str] = typer.Option(
+        None,
+        "--candidates",
+        "-c",
+        help="JSONL/CSV/COCO-results file of captions to score (repeatable; NAME=FILE).",
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write a report: .html, .md or .json."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    metrics: list[str] = typer.Option(
+        None,
+        "--metrics",
+        help="Comma list: bleu,meteor,rouge,cider,spice,clipscore,chair,stats (default: all "
+        "but clipscore, which is on when --clip-model is given).",
+    ),
+    clip_model: str | None = typer.Option(
+        None, "--clip-model", help="CLIP for CLIPScore: HF id or local dir."
+    ),
+    detections: Path | None = typer.Option(
+        None, "--detections", help="JSON image -> COCO labels, ground truth for CHAIR."
+    ),
+    split: str | None = typer.Option(None, "--split", help="train / val / test."),
+    image_root: Path | None = typer.Option(None, "--image-root", help="Where the images are."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use the first N images."),
+    style: str = typer.Option("short", "--style", help="Caption style for --model."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+    force: bool = typer.Option(False, "--force", help="Recaption even if the store has it."),
+    examples: int = typer.Option(24, "--examples", min=0, help="Examples in the report."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples."),
+    seed: int = typer.Option(0, "--seed"),
+    human: bool = typer.Option(
+        False,
+        "--human",
+        help="Add the first reference as a 'human' system; every system is "
+        "then scored against the remaining references (a human upper bound).",
+    ),
+) -> None:
+    """Score captions with BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE, CLIPScore and CHAIR."""
+    from rich.console import Console
+
+    from captionkit.eval.candidates import load_candidates
+    from captionkit.eval.datasets import load_dataset
+    from captionkit.eval.evaluate import DEFAULT_ALL, evaluate
+    from captionkit.eval.report import differences_lines, render_table, to_json, write_report
+
+    console = Console(stderr=True) if as_json else Console()
+    if not console.is_terminal:  # piped output: do not squeeze the table into 80 columns
+        console.width = max(console.width, 160)
+    warn = Console(stderr=True)
+    if not model and not candidates:
+        raise ConfigError("nothing to score: give --model SPEC and/or --candidates FILE")
+    ds = load_dataset(dataset, split, image_root=image_root).limit(limit)
+    if not ds.items:
+        raise ConfigError(
+            f"{dataset}: no images with references" + (f" in split {split}" * bool(split))
+        )
+    chosen = _split_list(metrics) or list(DEFAULT_ALL) + (["clipscore"] if clip_model else [])
+
+    systems: dict[str, dict[str, str]] = {}
+    sources: dict[str, str] = {}
+    if human:
+        ds.items = [it for it in ds.items if len(it.references) >= 2]
+        systems["human"] = {it.key: it.references[0] for it in ds.items}
+        sources["human"] = "first reference, held out"
+        for it in ds.items:
+            it.references = it.references[1:]
+    for spec in candidates or []:
+        name, path = _named(spec)
+        name = name or Path(path).stem
+        systems[name] = load_candidates(path, ds)
+        sources[name] = f"file {path}"
+    if model:
+        from captionkit.api import caption
+
+        paths = [str(it.image) for it in ds.items]
+        for spec in model:
+            name, backend = _named(spec)
+            name = name or backend
+            warn.print(f"captioning {len(paths)} images with {backend} ...")
+            results = caption(
+                paths, model=backend, style=style, batch_size=batch_size, force=force, progress=True
+            )
+            caps = {it.key: r.text for it, r in zip(ds.items, results, strict=True) if r.ok}
+            failed = len(paths) - len(caps)
+            if failed:
+                warn.print(f"[yellow]{name}: {failed} image(s) failed and are left out[/]")
+            systems[name] = caps
+            cached = sum(r.cached for r in results)
+            sources[name] = f"model {backend}" + (f" ({cached} from store)" if cached else "")
+
+    clip_scorer = None
+    if "clipscore" in chosen:
+        if not clip_model:
+            raise ConfigError(
+                "clipscore needs --clip-model ID|DIR (e.g. openai/clip-vit-base-patch32)"
+            )
+        from captionkit.eval.clipscore import ClipScorer
+
+        clip_scorer = ClipScorer.load(clip_model)
+    dets = None
+    if detections is not None:
+        try:
+            dets = json.loads(detections.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read --detections {detections}: {exc}") from exc
+
+    report = evaluate(
+        ds,
+        systems,
+        metrics=chosen,
+        clip_scorer=clip_scorer,
+        detections=dets,
+        bootstrap_samples=bootstrap,
+        seed=seed,
+        sources=sources,
+        warn=lambda msg: warn.print(f"[yellow]{msg}[/]"),
+    )
+    console.print(render_table(report))
+    for line in differences_lines(report):
+        console.print(line)
+    if output is not None:
+        path = write_report(report, output, examples)
+        console.print(f"report written to {path}")
+    if as_json:
+        json.dump(to_json(report), sys.stdout, indent=2)
+        sys.stdout.write("\n")
