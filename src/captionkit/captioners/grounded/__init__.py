@@ -1,0 +1,1 @@
+"""Grounded captioning: models turn pixels into facts; a writer turns the facts into words."""

