@@ -16,6 +16,8 @@ FLICKR = SHARED / "data" / "flickr8k-dev"
 # Tests never touch a model hub, and never write into the user's real cache or config.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tiny models are all overhead: one intra-op thread is faster than two on a 2-core CI box.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ def clean(
     report: str = typer.Option(
         "clean_report.csv", "--report", help="CSV of what would be removed and why."
     ),
-    quarantine: str = typer.Option(None, "--quarantine", help="[default: PATH/_quarantine]."),
+    quarantine: str = typer.Option(None, "--quarantine", help="(default: PATH/_quarantine)."),
     min_side: int = typer.Option(64, "--min-side", help="Smaller images are 'tiny'."),
     max_aspect: float = typer.Option(4.0, "--max-aspect", help="Longer/shorter side limit."),
     uniform_std: float = typer.Option(4.0, "--uniform-std", help="Grey std of blank images."),

@@ -46,28 +46,28 @@ def command(
         "or, without it, from the model in --output (written to OUTPUT/scst).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
-    epochs: int = typer.Option(None, "--epochs", help="Epochs [default: 3]."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Per-device batch [default: 16]."),
-    lr: float = typer.Option(None, "--lr", help="Learning rate [default: 5e-5; SCST 1e-5]."),
-    label_smoothing: float = typer.Option(None, "--label-smoothing", help="[default: 0]."),
-    grad_accum: int = typer.Option(None, "--grad-accum", help="Accumulation steps [default: 1]."),
+    epochs: int = typer.Option(None, "--epochs", help="Epochs (default: 3)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Per-device batch (default: 16)."),
+    lr: float = typer.Option(None, "--lr", help="Learning rate (default: 5e-5; SCST 1e-5)."),
+    label_smoothing: float = typer.Option(None, "--label-smoothing", help="(default: 0)."),
+    grad_accum: int = typer.Option(None, "--grad-accum", help="Accumulation steps (default: 1)."),
     precision: str = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16."),
     val_split: float = typer.Option(
-        None, "--val-split", help="Held-out image share when the data has no val split [0.1]."
+        None, "--val-split", help="Held-out image share when the data has no val split (0.1)."
     ),
     decoding: str = typer.Option(
         None, "--decoding", help="Validation/default decoding: greedy | beam | nucleus."
     ),
-    num_beams: int = typer.Option(None, "--num-beams", help="Beams for --decoding beam [3]."),
+    num_beams: int = typer.Option(None, "--num-beams", help="Beams for --decoding beam (3)."),
     top_p: float = typer.Option(None, "--top-p", help="Nucleus mass for --decoding nucleus."),
     temperature: float = typer.Option(None, "--temperature", help="Sampling temperature."),
-    max_length: int = typer.Option(None, "--max-length", help="Caption tokens [default: 40]."),
-    scst_samples: int = typer.Option(None, "--scst-samples", help="Samples per image [5]."),
+    max_length: int = typer.Option(None, "--max-length", help="Caption tokens (default: 40)."),
+    scst_samples: int = typer.Option(None, "--scst-samples", help="Samples per image (5)."),
     augment: bool = typer.Option(False, "--augment", help="Random crop + flip (off by default)."),
     save_every: int = typer.Option(
-        None, "--save-every", help="Epochs between checkpoints; 0: final model only [1]."
+        None, "--save-every", help="Epochs between checkpoints; 0: final model only (1)."
     ),
-    seed: int = typer.Option(None, "--seed", help="Random seed [42]."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (42)."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even if a GPU is present."),
 ) -> None:
     """Fine-tune a ViT/DeiT/Swin/CLIP encoder + GPT-2-style decoder captioner on your images.
