@@ -6,12 +6,17 @@ import typer
 
 
 def backends(
+    name: str = typer.Argument(None, help="Show this backend's options (-o KEY=VALUE)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the registered backends, the extra each needs, and whether it is installed here."""
     import json
 
     from captionkit.captioners.registry import describe_backends
+
+    if name:
+        _options(name)
+        return
 
     infos = describe_backends()
     if json_out:
@@ -36,3 +41,21 @@ def styles() -> None:
 
     for style in STYLES.values():
         typer.echo(f"{style.name:10} {style.summary}")
+
+
+def _options(name: str) -> None:
+    """Each option of one backend: the pydantic Options model is the single source."""
+    from captionkit.captioners.registry import get_backend
+
+    cls = get_backend(name)
+    typer.echo(f'{name}: {cls.description}  (pip install "captionkit[{cls.extra}]")')
+    for field, info in cls.Options.model_fields.items():
+        default = (
+            "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
+        )
+        kind = info.annotation
+        kind = kind.__name__ if isinstance(kind, type) else str(kind)
+        for noise in ("typing.", "pydantic.types."):
+            kind = kind.replace(noise, "")
+        about = f"  {info.description}" if info.description else ""
+        typer.echo(f"  -o {field}=...  {kind}, default {default}{about}")
