@@ -70,9 +70,7 @@ class TextLLM(ABC):
     label: str = ""
 
     @abstractmethod
-    def chat(
-        self, conversations: list[list[ChatMessage]], config: GenerationConfig
-    ) -> list[str]:
+    def chat(self, conversations: list[list[ChatMessage]], config: GenerationConfig) -> list[str]:
         """Answer each conversation (batched where the runtime can); the assistant text only."""
 
     def complete(self, prompts: list[str], config: GenerationConfig) -> list[str]:
