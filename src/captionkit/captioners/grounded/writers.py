@@ -1,0 +1,359 @@
+"""Writers turn :class:`Facts` into caption text: a deterministic template, or a text LLM.
+
+The template writer needs no model and never mentions anything that was not detected: it
+picks the main subject (people first, then animals, then the largest object), adds a
+plausible activity from what the subject is seen with (a person with a surfboard is surfing,
+a dog with a frisbee is catching it) and a place phrase from the scene guess or the ground's
+colour, in the plain "A black dog is running through the grass." register of caption
+corpora. The LLM writer gives a text model the same facts (see :mod:`prompts`) and, when
+``faithful``, rejects candidates that name COCO objects the detector did not see.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from captionkit.captioners.grounded.coco_words import display_name, pluralise
+from captionkit.captioners.grounded.facts import Facts, ObjectFact
+from captionkit.captioners.grounded.grammar import (
+    counted,
+    join_list,
+    number_word,
+    sentence,
+)
+from captionkit.captioners.grounded.phrasebook import (
+    ACTIVITIES,
+    ANIMALS,
+    CUES,
+    DEFAULT_ACTIVITY,
+    PLACE_PHRASES,
+)
+from captionkit.styles import finish, get_style
+
+if TYPE_CHECKING:
+    from captionkit.llm.base import GenerationConfig, TextLLM
+
+#: Classifier labels below this probability are not used as cues.
+CUE_MIN = 0.2
+#: Hashtag words where the class name makes a poor tag.
+HASHTAGS = {"person": "people", "skis": "skiing", "sports ball": "ball", "dining table": "table"}
+#: How sure the indoor/outdoor call must be before a caption says "outside" or "indoors".
+OUTSIDE_SURE = 0.85
+
+
+class Writer(Protocol):
+    """Anything that writes ``n`` candidate captions per Facts for a style."""
+
+    def write_batch(self, facts: list[Facts], style: str, n: int = 1) -> list[list[str]]: ...
+
+
+def simple_colour(name: str | None) -> str | None:
+    """Caption-register colour: drop "dark"/"light" except where the hue word needs it."""
+    if not name:
+        return None
+    if name in ("light brown",):
+        return "tan"
+    return name.replace("dark ", "").replace("light ", "")
+
+
+#: Colours that fur and feathers plausibly have: a "green dog" is grass inside the box.
+ANIMAL_COLOURS = ("black", "white", "brown", "tan", "black and white")
+#: Colours of people's boxes that usually are skin, hair or background rather than clothes.
+NOT_CLOTHES = ("grey", "brown", "tan")
+
+
+def describe_colour(obj: ObjectFact) -> str:
+    """The colour a caption would use for the object ("" when implausible or unknown).
+
+    Two-tone black and white reads as such; for animals the first plausible fur colour
+    among the measured ones wins; for people, clothing colours only.
+    """
+    names = [c for c in (simple_colour(c) for c in obj.colours) if c]
+    if len(names) >= 2 and {names[0], names[1]} == {"black", "white"}:
+        names.insert(0, "black and white")
+    if obj.label in ANIMALS:
+        names = [c for c in names if c in ANIMAL_COLOURS]
+    elif obj.label == "person":
+        names = [c for c in names[:1] if c not in NOT_CLOTHES]
+    return names[0] if names else ""
+
+
+def cues(facts: Facts) -> list[tuple[str | None, str | None, str | None]]:
+    """Phrase cues from the scene classifier's confident labels, most probable first."""
+    if facts.scene is None:
+        return []
+    return [CUES[lb] for lb, p in facts.scene.labels if p >= CUE_MIN and lb in CUES]
+
+
+def place_word(facts: Facts) -> str | None:
+    """Where: a confident scene place, else a classifier cue, else the ground's surface."""
+    scene = facts.scene
+    if scene and scene.place and scene.place in PLACE_PHRASES:
+        return scene.place
+    for _, _, place in cues(facts):
+        if place:
+            return place
+    return facts.surface
+
+
+def place_phrase(facts: Facts) -> str:
+    """ "on the beach", "in the snow", "indoors" or "" when nothing is known."""
+    word = place_word(facts)
+    if word:
+        return PLACE_PHRASES.get(word, f"in a {word}")
+    scene = facts.scene
+    if scene and scene.indoor is not None and scene.indoor_confidence >= OUTSIDE_SURE:
+        return "indoors" if scene.indoor else "outside"
+    return ""
+
+
+def _main_label(facts: Facts) -> str | None:
+    """People first unless animals clearly dominate the frame, then animals, then the largest."""
+    if not facts.counts:
+        return None
+    area: dict[str, float] = {}
+    for o in facts.objects:
+        area[o.label] = area.get(o.label, 0.0) + o.area * o.score
+    animals = {k: v for k, v in area.items() if k in ANIMALS}
+    if "person" in area and (not animals or area["person"] * 2 >= max(animals.values())):
+        return "person"
+    pool = animals or area
+    return max(pool, key=lambda k: pool[k])
+
+
+def subject_phrase(facts: Facts, label: str, colours: bool = True) -> str:
+    n = facts.counts[label]
+    first = next(o for o in facts.objects if o.label == label)
+    name = display_name(label)
+    if label == "person":
+        if n == 1:
+            colour = describe_colour(first) if colours else None
+            worn = f" in {colour}" if colour else ""
+            return f"a person{worn}"
+        return counted(name, n)
+    return counted(name, n, describe_colour(first) if colours and n == 1 else "")
+
+
+def activities(facts: Facts, label: str) -> list[str]:
+    """Plausible activities of ``label`` given what else was seen, most specific first."""
+    others = sorted(
+        (o for o in facts.objects if o.label != label), key=lambda o: -o.score * (o.area + 0.05)
+    )
+    found = [ACTIVITIES[(label, o.label)] for o in others if (label, o.label) in ACTIVITIES]
+    found += [act for who, act, _ in cues(facts) if act and who in (None, label)]
+    found = list(dict.fromkeys(found))
+    several = pluralise(label) if facts.counts.get(label, 0) > 1 else label
+    defaults = DEFAULT_ACTIVITY.get(several) or DEFAULT_ACTIVITY.get(label)
+    if defaults:
+        found.append(defaults.get(place_word(facts), defaults[None]))
+    return found
+
+
+def companion(facts: Facts, label: str, activity: str | None) -> str | None:
+    """A dog seen with people joins the subject ("a person and a dog") when the activity
+    fits both; other animals are more often misdetections than companions."""
+    if label != "person" or activity not in (None, *DEFAULT_ACTIVITY["person"].values()):
+        return None
+    for o in facts.objects:
+        if o.label == "dog":
+            n = facts.counts[o.label]
+            return counted(display_name(o.label), n, describe_colour(o) if n == 1 else "")
+    return None
+
+
+def motion_place(activity: str | None, place: str) -> str:
+    """ "running through the grass" rather than "running in the grass"."""
+    if activity == "running" and place.startswith("in the "):
+        return "through the " + place[len("in the ") :]
+    return place
+
+
+class TemplateWriter:
+    """Deterministic captions from facts, one sentence shape per style.
+
+    ``colours`` off leaves colour adjectives out (the facts may still hold them).
+    """
+
+    def __init__(self, colours: bool = True) -> None:
+        self.colours = colours
+
+    # -- the core sentence -------------------------------------------------------------
+    def short_variants(self, facts: Facts) -> list[str]:
+        """Candidate one-sentence captions, the preferred first."""
+        label = _main_label(facts)
+        place = place_phrase(facts)
+        if label is None:
+            return [self._nothing_detected(facts, place)]
+        subject = subject_phrase(facts, label, self.colours)
+        acts = activities(facts, label)
+        plural = facts.counts[label] > 1
+        variants = []
+        for act in acts or [None]:
+            extra = companion(facts, label, act)
+            subj = f"{subject} and {extra}" if extra else subject
+            verb = "are" if plural or extra else "is"
+            words = [subj]
+            if act:
+                words += [verb, act]
+            if place and not (act and place.split()[-1] in act):
+                words.append(motion_place(act, place))
+            variants.append(sentence(" ".join(words)))
+        others = [p for p in facts.count_phrases() if not p.endswith(display_name(label))]
+        if not acts and others:
+            variants.append(sentence(f"{subject} with {join_list(others[:2])} {place}".strip()))
+        return list(dict.fromkeys(variants))
+
+    def _nothing_detected(self, facts: Facts, place: str) -> str:
+        if place and place != "indoors":
+            return sentence(f"A scene {place}")
+        if facts.image_colours:
+            return sentence(f"A scene in {join_list(facts.image_colours)} tones")
+        return "A photograph."
+
+    # -- styles --------------------------------------------------------------------------
+    def detailed(self, facts: Facts) -> str:
+        from captionkit.captioners.grounded.facts import setting_text
+
+        parts = [self.short_variants(facts)[0]]
+        if len(facts.counts) > 1:
+            parts.append(sentence(f"The image shows {join_list(facts.count_phrases())}"))
+        for rel in facts.relations[:2]:
+            a, b = facts.by_id(rel.subject), facts.by_id(rel.object)
+            if a and b and a.label == b.label:
+                parts.append(sentence(f"One {a.name} is {rel.predicate} another"))
+            elif a and b:
+                parts.append(sentence(f"The {a.name} is {rel.predicate} the {b.name}"))
+        setting = setting_text(facts.scene)
+        if setting:
+            parts.append(sentence(f"The setting appears to be {setting}"))
+        if facts.texts:
+            parts.append(sentence(f"There is text reading '{facts.texts[0].text}'"))
+        return " ".join(parts)
+
+    def alt_text(self, facts: Facts) -> str:
+        text = self.short_variants(facts)[0]
+        if facts.texts:
+            with_text = f"{text[:-1]}, with a sign reading '{facts.texts[0].text}'."
+            if len(with_text) <= 125:
+                text = with_text
+        return text
+
+    def social(self, facts: Facts) -> str:
+        words = [HASHTAGS.get(lbl, display_name(lbl)) for lbl in facts.counts]
+        if facts.surface:
+            words.append(facts.surface)
+        if facts.scene and facts.scene.place:
+            words.append(facts.scene.place)
+        tags = [f"#{w.replace(' ', '')}" for w in dict.fromkeys(words)][:4] or ["#photo"]
+        tags.append("#photooftheday")
+        return f"{self.short_variants(facts)[0]} {' '.join(tags)}"
+
+    def training(self, facts: Facts) -> str:
+        from captionkit.captioners.grounded.facts import setting_text
+
+        tags = []
+        for label, n in sorted(facts.counts.items(), key=lambda kv: -kv[1]):
+            first = next(o for o in facts.objects if o.label == label)
+            name = display_name(label)
+            if n == 1:
+                colour = describe_colour(first) if self.colours and label != "person" else ""
+                tags.append(f"{colour} {name}".strip())
+            else:
+                tags.append(f"{number_word(n) if n < 5 else 'many'} {pluralise(name)}")
+        if facts.surface:
+            tags.append(facts.surface)
+        setting = setting_text(facts.scene)
+        tags += [s.replace("probably ", "").replace("possibly ", "") for s in setting.split(", ")]
+        if not facts.objects:
+            tags += facts.image_colours
+        tags.append("photo")
+        return ", ".join(t for t in dict.fromkeys(tags) if t)
+
+    def write(self, facts: Facts, style: str = "short", n: int = 1) -> list[str]:
+        get_style(style)  # unknown style -> ConfigError
+        if style == "short":
+            texts = self.short_variants(facts)
+        else:
+            texts = [
+                {
+                    "detailed": self.detailed,
+                    "alt-text": self.alt_text,
+                    "social": self.social,
+                    "training": self.training,
+                }[style](facts)
+            ]
+        return [finish(t, style) for t in texts[: max(1, n)]]
+
+    def write_batch(self, facts: list[Facts], style: str = "short", n: int = 1) -> list[list[str]]:
+        return [self.write(f, style, n) for f in facts]
+
+
+class LLMWriter:
+    """Captions written by a text LLM from the facts' text form.
+
+    ``prompt_format`` "chat" uses the model's chat template (instruct models); "completion"
+    uses the instruction/input/response layout (base or fine-tuned completion models).
+    With ``draft``, the template's sentence is given as a draft to improve on: small models
+    then polish a grounded sentence instead of paraphrasing identifiers.
+    With ``faithful``, candidates that mention undetected COCO objects are dropped in favour
+    of the template's caption, which never does.
+    """
+
+    def __init__(
+        self,
+        llm: TextLLM,
+        prompt_format: str = "chat",
+        few_shot: bool = True,
+        faithful: bool = True,
+        colours: bool = True,
+        config: GenerationConfig | None = None,
+        draft: bool = True,
+    ) -> None:
+        from captionkit.llm.base import GenerationConfig
+
+        self.llm = llm
+        self.prompt_format = prompt_format
+        self.few_shot = few_shot
+        self.faithful = faithful
+        self.draft = draft
+        self.template = TemplateWriter(colours=colours)
+        self.config = config or GenerationConfig(max_new_tokens=60, stop=("\n\n", "###"))
+
+    def write_batch(
+        self,
+        facts: list[Facts],
+        style: str = "short",
+        n: int = 1,
+        prompt: str | None = None,
+    ) -> list[list[str]]:
+        from dataclasses import replace
+
+        from captionkit.captioners.grounded import prompts
+        from captionkit.captioners.grounded.rerank import hallucinated
+
+        config = self.config
+        if n > 1 and config.temperature == 0:
+            config = replace(config, temperature=0.7, top_p=0.95)
+        drafts = [self.template.write(f, style)[0] if self.draft else None for f in facts]
+        jobs = [(f, d) for f, d in zip(facts, drafts, strict=True) for _ in range(n)]
+        if self.prompt_format == "completion":
+            raw = self.llm.complete(
+                [prompts.completion_prompt(f, style, prompt, self.few_shot, d) for f, d in jobs],
+                config,
+            )
+        else:
+            raw = self.llm.chat(
+                [prompts.chat_messages(f, style, prompt, self.few_shot, d) for f, d in jobs],
+                config,
+            )
+        out: list[list[str]] = []
+        for i, f in enumerate(facts):
+            texts = [finish(prompts.clean_output(t), style) for t in raw[i * n : (i + 1) * n]]
+            texts = [t for t in dict.fromkeys(texts) if t]
+            if self.faithful:
+                texts = [t for t in texts if not hallucinated(t, f)]
+            out.append(texts or self.template.write(f, style, 1))
+        return out
+
+    def close(self) -> None:
+        self.llm.close()
