@@ -1,10 +1,10 @@
 """The COCO-80 class names, how English writes them, and which caption words mean them.
 
 One list for the whole project: the grounded writer names detections with it, the re-ranker
-checks candidates against it, and the evaluation room reuses :func:`mentioned_classes` for
-CHAIR-style hallucination rates. The synonym lists follow the spirit of Rohrbach et al.'s CHAIR
-synonyms (everyday words a caption uses for each class), written out here rather than
-downloaded so they work offline and can be reviewed in one place.
+checks candidates against it. The synonym lists follow the spirit of Rohrbach et al.'s CHAIR
+synonyms but deliberately differ from the protocol table in ``captionkit.eval.coco_objects``
+(which evaluation must reproduce exactly): here a colour word such as "orange" is not the fruit,
+because the grounded writer itself says "an orange kite".
 """
 
 from __future__ import annotations
@@ -12,18 +12,10 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-COCO_CLASSES: tuple[str, ...] = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
-    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
-)  # fmt: skip
+from captionkit.captioners.grounded.detectors import COCO80
+
+#: The detectors' class list is the one list of COCO-80 names.
+COCO_CLASSES: tuple[str, ...] = COCO80
 
 #: The word a caption uses for a class (singular), where the COCO name reads oddly.
 DISPLAY: dict[str, str] = {
