@@ -10,7 +10,11 @@ when neither source has evidence, and ``time_of_day``/``lighting`` are None unle
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,8 +135,9 @@ class SceneClassifier:
         names = pibo_model_path(LABEL_FILE).read_text(encoding="utf-8").splitlines()
         self.labels = [n.split(",")[0].strip() for n in names if n.strip()]
         try:
-            interp = litert.Interpreter(model_path=str(path), num_threads=self.threads)
-            interp.allocate_tensors()
+            with _quiet_native_stderr():
+                interp = litert.Interpreter(model_path=str(path), num_threads=self.threads)
+                interp.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise ModelLoadError(f"LiteRT could not load {path}: {exc}") from None
         inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
@@ -227,3 +232,21 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 def load_scene_classifier(threads: int | None = None, top_k: int = 5) -> SceneClassifier:
     """The scene classifier; the model loads on first use (or ``.load()``)."""
     return SceneClassifier(threads=threads, top_k=top_k)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence LiteRT's C++ "Created TensorFlow Lite XNNPACK delegate" line on stderr.
+
+    It is printed by native code, so neither Python logging nor TF_CPP_MIN_LOG_LEVEL reach
+    it; file descriptor 2 is pointed at /dev/null while the interpreter is built.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
