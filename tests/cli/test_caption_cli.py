@@ -252,3 +252,23 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path, tiny_vit_gpt2
 
     with sqlite3.connect(store) as db:
         assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 60
+
+
+def test_dry_run_estimates_without_captioning(tmp_path, monkeypatch):
+    for i in range(3):
+        write_image(tmp_path / f"{i}.jpg", size=(800, 600))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-sent")
+    result = invoke(
+        "caption",
+        str(tmp_path),
+        "--model",
+        "openai:gpt-4o-mini",
+        "--dry-run",
+        "-o",
+        "price_per_1k_input=0.001",
+        "-o",
+        "price_per_1k_output=0.002",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("3 images: ~") and "cost ~" in result.stdout
+    assert not list(tmp_path.glob("*.txt"))  # nothing captioned, nothing written
