@@ -138,3 +138,29 @@ def test_bfloat16_on_cpu(tiny_vit_gpt2):
     captioner = create(f"hf:{tiny_vit_gpt2}", dtype="bfloat16")
     assert str(captioner.loaded.dtype) == "torch.bfloat16"
     assert _caption(captioner, SHORT)[0].candidates
+
+
+def test_string_template_chat_models_get_numbered_image_tags(tiny_llava):
+    """Remote-code VLMs (Phi-3.5-vision) take '<|image_1|>' in a string turn, one prompt per
+    call: checked with a processor that has no image_token and records what it receives."""
+    captioner = create(f"hf:{tiny_llava}")
+    real = captioner.loaded.processor
+    calls = []
+
+    class StringTemplateProcessor:
+        image_processor = real.image_processor
+        tokenizer = real.tokenizer
+
+        def __call__(self, prompt, images, return_tensors):
+            calls.append((prompt, len(images)))
+            return real(
+                text=[prompt.replace("<|image_1|>", "<image>")],
+                images=[images],
+                return_tensors=return_tensors,
+            )
+
+    captioner.loaded.processor = StringTemplateProcessor()
+    outputs = _caption(captioner, SHORT)
+    assert len(outputs) == 3 and all(o.candidates for o in outputs)
+    assert [n for _, n in calls] == [1, 1, 1]
+    assert all(p.startswith("user:") and "<|image_1|>\n" in p for p, _ in calls)

@@ -128,14 +128,27 @@ class HFCaptioner(Captioner):
                 batch["attention_mask"] = ids["attention_mask"]
         return batch
 
+    @property
+    def structured_chat(self) -> bool:
+        """Processors that declare an ``image_token`` (LLaVA, Idefics3/SmolVLM, Qwen2-VL...)
+        template ``{"type": "image"}`` content parts and take batches of prompts. Remote-code
+        ones such as Phi-3.5-vision instead expect ``<|image_1|>`` written into a string turn
+        and one prompt per call."""
+        return getattr(self.loaded.processor, "image_token", None) is not None
+
     def _chat_inputs(self, images: list[Any], request: CaptionRequest) -> dict[str, Any]:
         instruction = request.prompt or get_style(request.style).instruction
-        messages = [
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
-        ]
-        templater = self.loaded.processor or self.loaded.tokenizer
-        prompt = templater.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         processor = self.loaded.processor
+        if self.structured_chat:
+            content: Any = [{"type": "image"}, {"type": "text", "text": instruction}]
+            templater = processor
+        else:
+            content = f"<|image_1|>\n{instruction}"
+            templater = self.loaded.tokenizer
+        messages = [{"role": "user", "content": content}]
+        prompt = templater.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if not self.structured_chat:
+            return processor(prompt, images, return_tensors="pt")  # one image per call
         return processor(
             text=[prompt] * len(images),
             images=[[img] for img in images],
@@ -144,6 +157,8 @@ class HFCaptioner(Captioner):
         )
 
     def caption_batch(self, inputs: list[Any], request: CaptionRequest) -> list[CaptionOutput]:
+        if self.is_chat and not self.structured_chat and len(inputs) > 1:
+            return [out for x in inputs for out in self.caption_batch([x], request)]
         import torch
 
         lm = self.loaded
