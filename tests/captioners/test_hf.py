@@ -164,3 +164,19 @@ def test_string_template_chat_models_get_numbered_image_tags(tiny_llava):
     assert len(outputs) == 3 and all(o.candidates for o in outputs)
     assert [n for _, n in calls] == [1, 1, 1]
     assert all(p.startswith("user:") and "<|image_1|>\n" in p for p, _ in calls)
+
+
+def test_weights_load_only_when_an_image_needs_them(tiny_vit_gpt2, tmp_path):
+    """A resumed run whose images are all in the store never loads the model."""
+    from captionkit.api import caption
+    from helpers.images import write_image
+
+    image = write_image(tmp_path / "a.png")
+    store = tmp_path / "store.sqlite"
+    first = create(f"hf:{tiny_vit_gpt2}")
+    assert first._loaded is None  # construction only read the config
+    assert caption([image], model=first, store=store, decoding=SHORT.decoding)[0].ok
+    assert first._loaded is not None
+    second = create(f"hf:{tiny_vit_gpt2}")
+    again = caption([image], model=second, store=store, decoding=SHORT.decoding)
+    assert again[0].cached and second._loaded is None

@@ -12,12 +12,16 @@ checkpoint itself rather than from a list of model names:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import threading
+from typing import TYPE_CHECKING, Any, Literal
 
 from captionkit.captioners.base import BackendOptions, Captioner
 from captionkit.styles import finish as finish_text
 from captionkit.styles import get_style
 from captionkit.types import Candidate, CaptionOutput, CaptionRequest
+
+if TYPE_CHECKING:
+    from captionkit.captioners.hf_loading import LoadedModel
 
 
 class HFOptions(BackendOptions):
@@ -47,11 +51,36 @@ class HFCaptioner(Captioner):
         super().__init__(model, options)
         if not model:
             raise ConfigError("hf needs a model: --model hf:ORG/NAME or hf:/path/to/dir")
+        from captionkit.captioners.hf_loading import load_config, resolve_device
+
+        opts: HFOptions = self.options  # type: ignore[assignment]
+        # Fail fast on a wrong id or missing folder, but load the weights on first use: a
+        # resumed run whose images are all in the results store then starts at once.
+        resolve_device(opts.device)  # "--device cuda" without a GPU: say so before any work
+        config = load_config(
+            model, trust_remote_code=opts.trust_remote_code, revision=opts.revision
+        )
+        self.model_type = getattr(config, "model_type", "")
+        # Florence-2 reads task tokens ("<CAPTION>") rather than free text.
+        self.uses_task_tokens = self.model_type == "florence2"
+        self._loaded: LoadedModel | None = None
+        self._load_lock = threading.Lock()
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """Model and processor, loaded once (thread-safe: worker threads preprocess)."""
+        if self._loaded is None:
+            with self._load_lock:
+                if self._loaded is None:
+                    self._loaded = self._load()
+        return self._loaded
+
+    def _load(self) -> LoadedModel:
         from captionkit.captioners.hf_loading import load_model
 
         opts: HFOptions = self.options  # type: ignore[assignment]
-        self.loaded = load_model(
-            model,
+        loaded = load_model(
+            self.model,
             device=opts.device,
             dtype=opts.dtype,
             quantize=opts.quantize,
@@ -59,19 +88,14 @@ class HFCaptioner(Captioner):
             revision=opts.revision,
             attn_implementation=opts.attn_implementation,
         )
-        self.is_chat = self._has_chat_template()
-        self.model_type = getattr(self.loaded.model.config, "model_type", "")
-        # Florence-2 reads task tokens ("<CAPTION>") rather than free text.
-        self.uses_task_tokens = self.model_type == "florence2"
-        tok = self.loaded.tokenizer
-        if self.is_chat and tok is not None:
-            tok.padding_side = "left"  # decoder-only batches must be left-padded
+        if _has_chat_template(loaded) and loaded.tokenizer is not None:
+            loaded.tokenizer.padding_side = "left"  # decoder-only batches must be left-padded
+        return loaded
 
-    def _has_chat_template(self) -> bool:
-        for part in (self.loaded.processor, self.loaded.tokenizer):
-            if part is not None and getattr(part, "chat_template", None):
-                return True
-        return False
+    @property
+    def is_chat(self) -> bool:
+        """Chat VLMs carry a chat template; plain captioners do not."""
+        return _has_chat_template(self.loaded)
 
     @property
     def model_label(self) -> str:
@@ -218,7 +242,7 @@ class HFCaptioner(Captioner):
         return (totals / finite.sum(dim=1).clamp(min=1)).float().cpu().tolist()
 
     def close(self) -> None:
-        self.loaded = None  # type: ignore[assignment]
+        self._loaded = None
         try:
             import torch
 
@@ -226,3 +250,10 @@ class HFCaptioner(Captioner):
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+def _has_chat_template(lm: LoadedModel) -> bool:
+    return any(
+        part is not None and getattr(part, "chat_template", None)
+        for part in (lm.processor, lm.tokenizer)
+    )

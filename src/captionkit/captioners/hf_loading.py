@@ -70,6 +70,24 @@ def _load_error(model_id: str, exc: Exception) -> ModelLoadError:
     )
 
 
+def load_config(
+    model_id: str, *, trust_remote_code: bool = False, revision: str | None = None
+) -> Any:
+    """The model's config alone: seconds instead of minutes, and every "wrong id / no
+    network / not a model folder" failure shows up here."""
+    transformers = require("transformers", "hf", "Hugging Face models")
+    transformers.logging.set_verbosity_error()
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    try:
+        return transformers.AutoConfig.from_pretrained(
+            str(Path(model_id).expanduser()) if model_id.startswith("~") else model_id, **kwargs
+        )
+    except Exception as exc:  # OSError/ValueError/HF hub errors: all mean "not loadable"
+        raise _load_error(model_id, exc) from None
+
+
 def load_model(
     model_id: str,
     *,
@@ -110,10 +128,7 @@ def load_model(
         )
         kwargs["device_map"] = "auto"
 
-    try:
-        config = transformers.AutoConfig.from_pretrained(model_id, **common)
-    except Exception as exc:  # OSError/ValueError/HF hub errors: all mean "not loadable"
-        raise _load_error(model_id, exc) from None
+    config = load_config(model_id, trust_remote_code=trust_remote_code, revision=revision)
 
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
