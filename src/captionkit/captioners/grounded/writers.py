@@ -26,7 +26,9 @@ from captionkit.captioners.grounded.phrasebook import (
     ANIMALS,
     CUES,
     DEFAULT_ACTIVITY,
+    OBJECT_PLACES,
     PLACE_PHRASES,
+    WEARING,
 )
 from captionkit.styles import finish, get_style
 
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
 
 #: Classifier labels below this probability are not used as cues.
 CUE_MIN = 0.2
+#: Summed probability of clothing labels before a caption says what a person wears.
+WEAR_MIN = 0.3
+#: Share of the image a second object must cover to be named beside a default activity.
+NEARBY_AREA = 0.1
 #: Hashtag words where the class name makes a poor tag.
 HASHTAGS = {"person": "people", "skis": "skiing", "sports ball": "ball", "dining table": "table"}
 #: How sure the indoor/outdoor call must be before a caption says "outside" or "indoors".
@@ -48,11 +54,13 @@ class Writer(Protocol):
 
 
 def simple_colour(name: str | None) -> str | None:
-    """Caption-register colour: drop "dark"/"light" except where the hue word needs it."""
+    """Caption-register colour: the basic colour term, without "dark"/"light".
+
+    People describing a photo use the eleven basic colour words ("a brown dog"), not
+    shades ("a tan dog"), and a measured shade is less certain than its basic hue anyway.
+    """
     if not name:
         return None
-    if name in ("light brown",):
-        return "tan"
     return name.replace("dark ", "").replace("light ", "")
 
 
@@ -78,21 +86,44 @@ def describe_colour(obj: ObjectFact) -> str:
     return names[0] if names else ""
 
 
-def cues(facts: Facts) -> list[tuple[str | None, str | None, str | None]]:
-    """Phrase cues from the scene classifier's confident labels, most probable first."""
+def _pooled(facts: Facts, part: int) -> list[tuple[str, str | None]]:
+    """Cue values (activity or place) whose classifier labels together reach CUE_MIN.
+
+    ImageNet spreads one kind of scene over sibling labels ("swimming trunks", "maillot",
+    "bathing cap" all say water), so the evidence for a value is the summed probability of
+    the labels that imply it, not the best single label's.
+    """
     if facts.scene is None:
         return []
-    return [CUES[lb] for lb, p in facts.scene.labels if p >= CUE_MIN and lb in CUES]
+    mass: dict[tuple[str, str | None], float] = {}
+    for lb, p in facts.scene.labels:
+        cue = CUES.get(lb)
+        if cue and cue[part]:
+            key = (cue[part], cue[0])
+            mass[key] = mass.get(key, 0.0) + p
+    ranked = sorted(mass.items(), key=lambda kv: -kv[1])
+    return [(value, who) for (value, who), m in ranked if m >= CUE_MIN]
+
+
+def cues(facts: Facts) -> list[tuple[str | None, str | None, str | None]]:
+    """Phrase cues (subject, activity, place) the classifier's labels support, strongest first."""
+    acts = [(who, act, None) for act, who in _pooled(facts, 1)]
+    places = [(None, None, place) for place, _ in _pooled(facts, 2)]
+    return acts + places
 
 
 def place_word(facts: Facts) -> str | None:
-    """Where: a confident scene place, else a classifier cue, else the ground's surface."""
+    """Where: a confident scene place, else a classifier cue, else a place the detected
+    objects imply (a boat: water), else the ground's surface."""
     scene = facts.scene
     if scene and scene.place and scene.place in PLACE_PHRASES:
         return scene.place
     for _, _, place in cues(facts):
         if place:
             return place
+    for o in sorted(facts.objects, key=lambda o: -o.score):
+        if o.label in OBJECT_PLACES:
+            return OBJECT_PLACES[o.label]
     return facts.surface
 
 
@@ -121,12 +152,27 @@ def _main_label(facts: Facts) -> str | None:
     return max(pool, key=lambda k: pool[k])
 
 
+def wearing(facts: Facts) -> str | None:
+    """What the classifier is fairly sure a person wears ("sunglasses"), pooled by phrase."""
+    if facts.scene is None:
+        return None
+    mass: dict[str, float] = {}
+    for lb, p in facts.scene.labels:
+        if lb in WEARING:
+            mass[WEARING[lb]] = mass.get(WEARING[lb], 0.0) + p
+    best = max(mass.items(), key=lambda kv: kv[1], default=None)
+    return best[0] if best and best[1] >= WEAR_MIN else None
+
+
 def subject_phrase(facts: Facts, label: str, colours: bool = True) -> str:
     n = facts.counts[label]
     first = next(o for o in facts.objects if o.label == label)
     name = display_name(label)
     if label == "person":
         if n == 1:
+            clothes = wearing(facts)
+            if clothes:
+                return f"a person wearing {clothes}"
             colour = describe_colour(first) if colours else None
             worn = f" in {colour}" if colour else ""
             return f"a person{worn}"
@@ -149,6 +195,13 @@ def activities(facts: Facts, label: str) -> list[str]:
     return found
 
 
+def defaults_of(facts: Facts, label: str) -> set[str]:
+    """The fallback activities of ``label`` (said when nothing more specific is known)."""
+    several = pluralise(label) if facts.counts.get(label, 0) > 1 else label
+    table = DEFAULT_ACTIVITY.get(several) or DEFAULT_ACTIVITY.get(label) or {}
+    return set(table.values())
+
+
 def companion(facts: Facts, label: str, activity: str | None) -> str | None:
     """A dog seen with people joins the subject ("a person and a dog") when the activity
     fits both; other animals are more often misdetections than companions."""
@@ -162,10 +215,26 @@ def companion(facts: Facts, label: str, activity: str | None) -> str | None:
 
 
 def motion_place(activity: str | None, place: str) -> str:
-    """ "running through the grass" rather than "running in the grass"."""
+    """ "running through the grass" rather than "running in the grass", "climbing a rock"
+    rather than "climbing on a rock"."""
     if activity == "running" and place.startswith("in the "):
         return "through the " + place[len("in the ") :]
+    if activity == "climbing" and place.startswith("on "):
+        return place[len("on ") :]
     return place
+
+
+def nearby(facts: Facts, label: str) -> str | None:
+    """A second detected object to anchor a default activity ("standing next to a car")."""
+    others = [
+        o
+        for o in facts.objects
+        if o.label != label and o.label not in ANIMALS and o.area >= NEARBY_AREA
+    ]
+    if not others:
+        return None
+    best = max(others, key=lambda o: o.score * o.area)
+    return counted(display_name(best.label), 1)
 
 
 class TemplateWriter:
@@ -195,6 +264,9 @@ class TemplateWriter:
             words = [subj]
             if act:
                 words += [verb, act]
+                near = nearby(facts, label) if act in defaults_of(facts, label) else None
+                if near:
+                    words.append(f"next to {near}")
             if place and not (act and place.split()[-1] in act):
                 words.append(motion_place(act, place))
             variants.append(sentence(" ".join(words)))
