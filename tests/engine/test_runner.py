@@ -342,3 +342,21 @@ def test_pil_rgba_image_composited_like_a_file():
     fake = FakeCaptioner()
     summary = run(fake, [Source(key="<image 0>", image=clear)])
     assert colours_of(summary) == ["white"]
+
+
+def test_backend_version_is_part_of_the_store_key(tmp_path):
+    """A backend whose code changed its output bumps ``version``: old captions are not reused."""
+    image = write_image(tmp_path / "red.png", "red")
+    store = ResultStore(tmp_path / "store.sqlite")
+
+    class Bumped(FakeCaptioner):
+        version = "2"
+
+    def run(cls):
+        runner = Runner(cls(), CaptionRequest(), store=store, options=RunOptions(collect=True))
+        return runner.run(iter_sources([str(image)]))
+
+    assert run(FakeCaptioner).captioned == 1
+    assert run(FakeCaptioner).cached == 1
+    assert run(Bumped).captioned == 1
+    assert run(Bumped).cached == 1

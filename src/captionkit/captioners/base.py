@@ -42,6 +42,9 @@ class Captioner(ABC):
     Options: ClassVar[type[BackendOptions]] = BackendOptions
     #: How many images one call should receive; the engine uses it unless told otherwise.
     default_batch_size: ClassVar[int] = 8
+    #: Bump when a change to the backend's code changes what it writes for the same input:
+    #: it is part of the results-store key, so stored captions of the old code are not reused.
+    version: ClassVar[str] = "1"
 
     def __init__(self, model: str = "", options: BackendOptions | None = None) -> None:
         self.model = model

@@ -113,7 +113,7 @@ class Runner:
         self.batch_size = max(1, self.options.batch_size or captioner.default_batch_size)
         self.prefetch = max(self.batch_size, self.options.prefetch or 3 * self.batch_size)
         self._request_fp = request.fingerprint()
-        self._options_fp = captioner.fingerprint()
+        self._options_fp = f"v{captioner.version}:{captioner.fingerprint()}"
 
     # -- worker side ------------------------------------------------------------------
     def _prepare(self, source: Source) -> _Prepared:
