@@ -9,8 +9,9 @@ Why the template writer is the default, measured on the 150 Flickr8k dev photos 
 
 * quality: on the 30-photo subset where the LLM ran, template CIDEr 0.357 vs SmolLM2-135M
   0.340 (chat, given the template sentence as a draft) and 0.107 without the draft; on all
-  150 photos the default (SSD + scene + colours + template) reaches CIDEr 0.235, BLEU-4
-  0.083, ROUGE-L 0.310 (a constant caption: 0.095); YOLOX-nano instead of SSD 0.240.
+  150 photos the default (SSD + scene + colours + template) reaches CIDEr 0.252, BLEU-4
+  0.091, ROUGE-L 0.328 (a constant caption: 0.095); YOLOX-nano instead of SSD 0.240 (measured
+  before the phrasing tuning that took the default from 0.235 to 0.252).
 * speed: template 9.5-11 img/s through the engine vs 1.5-1.9 img/s with SmolLM2, whose
   token generation then dominates the cost.
 * it is deterministic and never names an object that was not detected.
