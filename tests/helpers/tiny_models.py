@@ -8,6 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: The vision tower every tiny checkpoint shares: 32 px images in 4x4 patches, 2 small layers.
+TINY_VISION = dict(
+    image_size=32,
+    patch_size=8,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+)
+
 WORDS = [
     "a",
     "dog",
@@ -106,12 +116,7 @@ def build_vit_gpt2(out: Path) -> Path:
     _seed()
     tok = make_tokenizer()
     enc = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_VISION,
     )
     dec = GPT2Config(
         vocab_size=len(tok),
@@ -153,12 +158,7 @@ def build_blip(out: Path) -> Path:
     tok = make_tokenizer(extra_special=("[DEC]",), wrap=True)
     config = BlipConfig(
         vision_config=dict(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
+            **TINY_VISION,
         ),
         text_config=dict(
             vocab_size=len(tok),
@@ -207,12 +207,7 @@ def build_llava(out: Path) -> Path:
     image_id = tok.convert_tokens_to_ids("<image>")
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
+            **TINY_VISION,
             projection_dim=32,
         ),
         text_config=LlamaConfig(
@@ -258,12 +253,7 @@ def build_git(out: Path) -> Path:
     tok = make_tokenizer(wrap=True)
     config = GitConfig(
         vision_config=dict(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
+            **TINY_VISION,
         ),
         vocab_size=len(tok),
         hidden_size=32,

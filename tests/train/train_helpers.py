@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.tiny_models import TINY_VISION
+
 ROOT = Path(__file__).resolve().parents[2]
 FLICKR = ROOT / ".." / "shared" / "data" / "flickr8k-dev"
 
@@ -33,12 +35,7 @@ def build_encoder(out: Path) -> Path:
 
     torch.manual_seed(0)
     config = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_VISION,
     )
     ViTModel(config).save_pretrained(out)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(out)
