@@ -63,6 +63,13 @@ def tiny_git(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_florence2(tmp_path_factory) -> Path:
+    from helpers.tiny_models import build_florence2
+
+    return build_florence2(tmp_path_factory.mktemp("florence2"))
+
+
+@pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory) -> Path:
     from helpers.tiny_models import build_llava
 

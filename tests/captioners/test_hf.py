@@ -30,7 +30,9 @@ def _caption(captioner, request, images=None):
     return captioner.caption_batch(inputs, request)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vit_gpt2", "tiny_blip", "tiny_git", "tiny_llava"])
+@pytest.mark.parametrize(
+    "fixture", ["tiny_vit_gpt2", "tiny_blip", "tiny_git", "tiny_florence2", "tiny_llava"]
+)
 def test_loads_and_captions_a_batch(fixture, request):
     path = request.getfixturevalue(fixture)
     captioner = create(f"hf:{path}", device="cpu")
@@ -180,3 +182,21 @@ def test_weights_load_only_when_an_image_needs_them(tiny_vit_gpt2, tmp_path):
     second = create(f"hf:{tiny_vit_gpt2}")
     again = caption([image], model=second, store=store, decoding=SHORT.decoding)
     assert again[0].cached and second._loaded is None
+
+
+def test_florence2_gets_the_styles_task_token(tiny_florence2, monkeypatch):
+    captioner = create(f"hf:{tiny_florence2}")
+    assert captioner.uses_task_tokens and not captioner.is_chat
+    processor_cls = type(captioner.loaded.processor)
+    seen = []
+    real = processor_cls._construct_prompts
+    monkeypatch.setattr(
+        processor_cls,
+        "_construct_prompts",
+        lambda self, text: seen.append(text) or real(self, text),
+    )
+    for style, task in [("short", "<CAPTION>"), ("detailed", "<MORE_DETAILED_CAPTION>")]:
+        seen.clear()
+        req = CaptionRequest(style=style, decoding=Decoding(max_new_tokens=4))
+        assert all(o.candidates for o in _caption(captioner, req))
+        assert seen == [[task] * 3]

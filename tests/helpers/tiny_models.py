@@ -275,3 +275,80 @@ def build_git(out: Path) -> Path:
         tokenizer=tok,
     ).save_pretrained(out)
     return out
+
+
+def build_florence2(out: Path) -> Path:
+    """Florence-2 (DaViT vision + BART): a captioner driven by task tokens such as <CAPTION>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import (
+        BartConfig,
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+        Florence2VisionConfig,
+        PreTrainedTokenizerFast,
+    )
+
+    _seed()
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
+    words = [*WORDS, *(w for w in "what does the describe ? detail".split() if w not in WORDS)]
+    vocab = {t: i for i, t in enumerate(specials + words)}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    tk.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    vision = Florence2VisionConfig(
+        depths=(1, 1),
+        patch_size=(7, 3),
+        patch_stride=(4, 2),
+        patch_padding=(3, 1),
+        patch_prenorm=(False, True),
+        embed_dim=(16, 32),
+        num_heads=(2, 4),
+        num_groups=(2, 4),
+        window_size=2,
+        projection_dim=32,
+        max_position_embeddings=16,
+        drop_path_rate=0.0,
+    )
+    text = BartConfig(
+        vocab_size=len(tok),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        decoder_start_token_id=2,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+    )
+    model = Florence2ForConditionalGeneration(
+        Florence2Config(vision_config=vision, text_config=text, image_token_id=tok.image_token_id)
+    )
+    _steer(model, tok)
+    model.generation_config.decoder_start_token_id = 2
+    model.save_pretrained(out)
+    # 32 px -> strides 4 and 2 -> 4x4 patch features, plus one pooled feature.
+    image_processor = CLIPImageProcessor(
+        size={"height": 32, "width": 32}, do_center_crop=False, image_seq_length=17
+    )
+    Florence2Processor(image_processor=image_processor, tokenizer=tok).save_pretrained(out)
+    return out

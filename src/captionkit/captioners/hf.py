@@ -106,9 +106,25 @@ class HFCaptioner(Captioner):
         return str(local.resolve()) if local.exists() else self.model
 
     # -- CPU stage ---------------------------------------------------------------------
-    def preprocess(self, image: Any, request: CaptionRequest) -> Any:
+    def _text_prompt(self, request: CaptionRequest) -> str | None:
+        """The text a captioner is given: the user's prompt (a BLIP/GIT prefix), or the
+        Florence-2 task token that matches the style."""
+        text = request.prompt
+        if self.uses_task_tokens and not (text or "").startswith("<"):
+            text = get_style(request.style).florence_task
+        return text
+
+    def _joint_processing(self, request: CaptionRequest) -> bool:
+        """Image and text must go through the model's processor together: chat VLMs, and
+        captioners given a text prompt (the processor inserts image tokens, expands task
+        tokens such as Florence-2's, adds BLIP's special tokens)."""
         if self.is_chat:
-            return image  # the processor needs image and text together
+            return True
+        return bool(self._text_prompt(request)) and self.loaded.processor is not None
+
+    def preprocess(self, image: Any, request: CaptionRequest) -> Any:
+        if self._joint_processing(request):
+            return image
         pixels = self.loaded.image_processor(images=image, return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixels[0], "size": image.size}
 
@@ -140,16 +156,15 @@ class HFCaptioner(Captioner):
     def _captioner_inputs(self, inputs: list[Any], request: CaptionRequest) -> dict[str, Any]:
         import torch
 
-        pixel_values = torch.stack([x["pixel_values"] for x in inputs])
-        batch: dict[str, Any] = {"pixel_values": pixel_values}
-        text = request.prompt
-        if self.uses_task_tokens and not (text or "").startswith("<"):
-            text = get_style(request.style).florence_task
-        if text and self.loaded.tokenizer is not None:
+        text = self._text_prompt(request)
+        if self._joint_processing(request):
+            return self.loaded.processor(
+                images=inputs, text=[text] * len(inputs), return_tensors="pt", padding=True
+            )
+        batch: dict[str, Any] = {"pixel_values": torch.stack([x["pixel_values"] for x in inputs])}
+        if text and self.loaded.tokenizer is not None:  # a prompt and no processor to apply it
             ids = self.loaded.tokenizer([text] * len(inputs), return_tensors="pt", padding=True)
-            batch["input_ids"] = ids["input_ids"]
-            if "attention_mask" in ids and not self.uses_task_tokens:
-                batch["attention_mask"] = ids["attention_mask"]
+            batch.update(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"])
         return batch
 
     @property
