@@ -360,3 +360,23 @@ def test_backend_version_is_part_of_the_store_key(tmp_path):
     assert run(FakeCaptioner).cached == 1
     assert run(Bumped).captioned == 1
     assert run(Bumped).cached == 1
+
+
+def test_missing_optional_package_is_one_line_naming_the_extra(tmp_path):
+    """Checked when the backend is built, and again if an import fails mid-run."""
+    from captionkit.errors import MissingDependencyError
+
+    class NeedsPackage(FakeCaptioner):
+        requires = ("no_such_module_xyz",)
+
+    with pytest.raises(MissingDependencyError, match=r'pip install "captionkit\[fake\]"'):
+        NeedsPackage()
+
+    class ImportsLate(FakeCaptioner):
+        def caption_batch(self, inputs, request):
+            import no_such_module_xyz  # noqa: F401
+
+    image = write_image(tmp_path / "red.png", "red")
+    runner = Runner(ImportsLate(), CaptionRequest())
+    with pytest.raises(MissingDependencyError, match="'no_such_module_xyz' is needed"):
+        runner.run(iter_sources([str(image)]))

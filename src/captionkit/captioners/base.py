@@ -49,6 +49,21 @@ class Captioner(ABC):
     def __init__(self, model: str = "", options: BackendOptions | None = None) -> None:
         self.model = model
         self.options = options if options is not None else self.Options()
+        self.check_requirements()
+
+    def check_requirements(self) -> None:
+        """Fail before any work, with the pip extra to install, when a module is missing."""
+        import importlib.util
+
+        from captionkit.errors import MissingDependencyError
+
+        for module in self.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):  # a broken or blocked install
+                found = False
+            if not found:
+                raise MissingDependencyError(module, self.extra, f"backend '{self.name}'")
 
     @property
     def model_label(self) -> str:

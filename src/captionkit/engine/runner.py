@@ -23,7 +23,7 @@ from captionkit.captioners.base import Captioner
 from captionkit.engine.progress import NullProgress, Progress
 from captionkit.engine.sinks import Sink
 from captionkit.engine.store import ResultStore, result_key
-from captionkit.errors import CaptionkitError, ImageDecodeError
+from captionkit.errors import CaptionkitError, ImageDecodeError, MissingDependencyError
 from captionkit.inputs.decode import (
     DecodeLimits,
     content_hash,
@@ -146,6 +146,8 @@ class Runner:
             item.error = str(exc)
         except CaptionkitError:
             raise
+        except ImportError as exc:  # an optional package the backend needs: no image can pass
+            raise self._missing(exc) from exc
         except Exception as exc:  # a backend's preprocess choking on one image
             item.error = f"preprocessing failed: {type(exc).__name__}: {exc}"
         return item
@@ -161,11 +163,17 @@ class Runner:
             return outputs
         except CaptionkitError:
             raise  # bad key, missing weights, ...: no image can succeed, stop the run
+        except ImportError as exc:
+            raise self._missing(exc) from exc
         except Exception as exc:
             if len(inputs) == 1:
                 return [CaptionOutput.failed(f"{type(exc).__name__}: {exc}")]
             # Isolate: the batch failed as a whole (one bad image, or out of memory).
             return [self._caption([x])[0] for x in inputs]
+
+    def _missing(self, exc: ImportError) -> MissingDependencyError:
+        package = exc.name or str(exc)
+        return MissingDependencyError(package, self.captioner.extra or "all", self.captioner.name)
 
     def _result(
         self, item: _Prepared, output: CaptionOutput | None, seconds: float
