@@ -135,3 +135,11 @@ def test_decorate_does_not_double_the_trigger_word():
 
 def test_decorate_trigger_word_is_matched_as_a_word():
     assert decorate("dogs running", trigger_word="dog") == "dog, dogs running"
+
+
+def test_social_hashtags_deduplicated_capped_and_last():
+    from captionkit.styles import finish
+
+    raw = "A skier #snow flies #Snow downhill. #snow #ski #winter #alps #mountains #fun #snow"
+    assert finish(raw, "social") == "A skier flies downhill. #snow #ski #winter #alps #mountains"
+    assert finish("No tags at all.", "social") == "No tags at all."

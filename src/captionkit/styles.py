@@ -109,6 +109,20 @@ def truncate_words(text: str, max_chars: int) -> str:
     return cut if cut else text[:max_chars]
 
 
+_HASHTAG = re.compile(r"#\w+")
+
+
+def tidy_hashtags(text: str, max_tags: int = 5) -> str:
+    """Small models repeat hashtags ("#snow #snow #snow"): keep each once, at most
+    ``max_tags``, gathered at the end where social posts put them."""
+    seen: dict[str, str] = {}
+    for tag in _HASHTAG.findall(text):
+        seen.setdefault(tag.lower(), tag)
+    body = " ".join(_HASHTAG.sub("", text).split())
+    tags = " ".join(list(seen.values())[:max_tags])
+    return f"{body} {tags}".strip()
+
+
 def finish(text: str, style: str) -> str:
     """Clean a model's raw output for ``style``: preamble, quotes, spacing, length."""
     spec = get_style(style)
@@ -118,6 +132,8 @@ def finish(text: str, style: str) -> str:
     text = text.strip().strip('"').strip("'").strip()
     if style == "alt-text":
         text = _ALT_LEAD.sub("", text)
+    if style == "social":
+        text = tidy_hashtags(text)
     if spec.one_sentence:
         text = first_sentence(text)
     if spec.max_chars:
