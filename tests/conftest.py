@@ -70,6 +70,13 @@ def tiny_florence2(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_idefics3(tmp_path_factory) -> Path:
+    from helpers.tiny_models import build_idefics3
+
+    return build_idefics3(tmp_path_factory.mktemp("idefics3"))
+
+
+@pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory) -> Path:
     from helpers.tiny_models import build_llava
 

@@ -31,7 +31,8 @@ def _caption(captioner, request, images=None):
 
 
 @pytest.mark.parametrize(
-    "fixture", ["tiny_vit_gpt2", "tiny_blip", "tiny_git", "tiny_florence2", "tiny_llava"]
+    "fixture",
+    ["tiny_vit_gpt2", "tiny_blip", "tiny_git", "tiny_florence2", "tiny_llava", "tiny_idefics3"],
 )
 def test_loads_and_captions_a_batch(fixture, request):
     path = request.getfixturevalue(fixture)
@@ -44,7 +45,7 @@ def test_loads_and_captions_a_batch(fixture, request):
     assert captioner.model_label == str(path.resolve())
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vit_gpt2", "tiny_llava"])
+@pytest.mark.parametrize("fixture", ["tiny_vit_gpt2", "tiny_llava", "tiny_idefics3"])
 def test_batched_equals_one_by_one(fixture, request):
     """Padding and batching must not change what greedy decoding produces."""
     captioner = create(f"hf:{request.getfixturevalue(fixture)}")

@@ -352,3 +352,65 @@ def build_florence2(out: Path) -> Path:
     )
     Florence2Processor(image_processor=image_processor, tokenizer=tok).save_pretrained(out)
     return out
+
+
+def build_idefics3(out: Path) -> Path:
+    """Idefics3, the architecture of SmolVLM: SigLIP-style vision + pixel shuffle + Llama."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+        Idefics3VisionConfig,
+        LlamaConfig,
+        PreTrainedTokenizerFast,
+    )
+
+    _seed()
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "<fake_token_around_image>"]
+    specials += ["<global-img>", "<end_of_utterance>"]
+    vocab = {t: i for i, t in enumerate(specials + WORDS + ["user", "assistant", ":"])}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    template = CHAT_TEMPLATE.replace(" <image>", "<image>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    tok.chat_template = template
+    text = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    config = Idefics3Config(
+        vision_config=Idefics3VisionConfig(**TINY_VISION),
+        text_config=text,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        scale_factor=2,
+    )
+    model = Idefics3ForConditionalGeneration(config)
+    _steer(model, tok)
+    model.save_pretrained(out)
+    # One 32 px tile, no splitting: (32/8)^2 patches / scale_factor^2 = 4 image tokens.
+    image_processor = Idefics3ImageProcessor(
+        size={"longest_edge": 32}, max_image_size={"longest_edge": 32}, do_image_splitting=False
+    )
+    Idefics3Processor(
+        image_processor=image_processor, tokenizer=tok, image_seq_len=4, chat_template=template
+    ).save_pretrained(out)
+    return out
