@@ -57,18 +57,25 @@ WORDS = [
 
 
 def make_tokenizer(
-    extra_special: tuple[str, ...] = (), chat_template: str | None = None, wrap: bool = False
+    extra_special: tuple[str, ...] = (),
+    chat_template: str | None = None,
+    wrap: bool = False,
+    image_token: str | None = None,
+    extra_words: tuple[str, ...] = (),
 ):
     """A word-level fast tokenizer built with `tokenizers` (no download).
 
     ``wrap`` adds BERT-style ``<s> ... </s>`` around every text, as BLIP's tokenizer does
-    (BLIP swaps the first for its decoder-start token and drops the last).
+    (BLIP swaps the first for its decoder-start token and drops the last). ``image_token``
+    is declared the way newer processors look it up (``tokenizer.image_token_id``).
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<s>", "</s>", "<unk>", *extra_special]
-    vocab = {tok: i for i, tok in enumerate(specials + WORDS + [".", ",", "?", ":", "!"])}
+    image = [image_token] if image_token else []
+    specials = ["<pad>", "<s>", "</s>", "<unk>", *image, *extra_special]
+    words = [*WORDS, *(w for w in extra_words if w not in WORDS)]
+    vocab = {tok: i for i, tok in enumerate(specials + words + [".", ",", "?", ":", "!"])}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
@@ -84,6 +91,7 @@ def make_tokenizer(
         eos_token="</s>",
         unk_token="<unk>",
         additional_special_tokens=list(extra_special) or None,
+        **({"extra_special_tokens": {"image_token": image_token}} if image_token else {}),
     )
     if chat_template:
         tok.chat_template = chat_template
@@ -94,7 +102,27 @@ def _steer(model, tok) -> None:
     """Random weights babble: keep them off special tokens and off an instant EOS, so every
     test caption is non-empty text (a real checkpoint needs neither)."""
     model.generation_config.min_new_tokens = 3
-    model.generation_config.suppress_tokens = [tok.pad_token_id, tok.bos_token_id, tok.unk_token_id]
+    model.generation_config.suppress_tokens = [
+        i for i in tok.all_special_ids if i != tok.eos_token_id
+    ]
+
+
+def _tiny_llama(tok, max_positions: int):
+    """The 2-layer Llama that the chat VLMs' language halves share."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_positions,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
 
 
 def _seed():
@@ -196,7 +224,6 @@ def build_llava(out: Path) -> Path:
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
-        LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
@@ -210,18 +237,7 @@ def build_llava(out: Path) -> Path:
             **TINY_VISION,
             projection_dim=32,
         ),
-        text_config=LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=256,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        ),
+        text_config=_tiny_llama(tok, max_positions=256),
         image_token_id=image_id,
         vision_feature_layer=-1,
         vision_feature_select_strategy="full",
@@ -279,7 +295,6 @@ def build_git(out: Path) -> Path:
 
 def build_florence2(out: Path) -> Path:
     """Florence-2 (DaViT vision + BART): a captioner driven by task tokens such as <CAPTION>."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import (
         BartConfig,
         CLIPImageProcessor,
@@ -287,27 +302,12 @@ def build_florence2(out: Path) -> Path:
         Florence2ForConditionalGeneration,
         Florence2Processor,
         Florence2VisionConfig,
-        PreTrainedTokenizerFast,
     )
 
     _seed()
-    specials = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
-    words = [*WORDS, *(w for w in "what does the describe ? detail".split() if w not in WORDS)]
-    vocab = {t: i for i, t in enumerate(specials + words)}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
-    )
-    tk.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)]
-    )
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>"},
+    # The words Florence2Processor expands task tokens into ("What does the image describe?").
+    tok = make_tokenizer(
+        wrap=True, image_token="<image>", extra_words=("what", "does", "describe", "detail")
     )
     vision = Florence2VisionConfig(
         depths=(1, 1),
@@ -333,10 +333,10 @@ def build_florence2(out: Path) -> Path:
         encoder_ffn_dim=64,
         decoder_ffn_dim=64,
         max_position_embeddings=128,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        decoder_start_token_id=2,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        decoder_start_token_id=tok.eos_token_id,
         forced_bos_token_id=None,
         forced_eos_token_id=None,
     )
@@ -344,7 +344,7 @@ def build_florence2(out: Path) -> Path:
         Florence2Config(vision_config=vision, text_config=text, image_token_id=tok.image_token_id)
     )
     _steer(model, tok)
-    model.generation_config.decoder_start_token_id = 2
+    model.generation_config.decoder_start_token_id = tok.eos_token_id
     model.save_pretrained(out)
     # 32 px -> strides 4 and 2 -> 4x4 patch features, plus one pooled feature.
     image_processor = CLIPImageProcessor(
@@ -356,51 +356,26 @@ def build_florence2(out: Path) -> Path:
 
 def build_idefics3(out: Path) -> Path:
     """Idefics3, the architecture of SmolVLM: SigLIP-style vision + pixel shuffle + Llama."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
         Idefics3Config,
         Idefics3ForConditionalGeneration,
         Idefics3ImageProcessor,
         Idefics3Processor,
         Idefics3VisionConfig,
-        LlamaConfig,
-        PreTrainedTokenizerFast,
     )
 
     _seed()
-    specials = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "<fake_token_around_image>"]
-    specials += ["<global-img>", "<end_of_utterance>"]
-    vocab = {t: i for i, t in enumerate(specials + WORDS + ["user", "assistant", ":"])}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
-    )
     template = CHAT_TEMPLATE.replace(" <image>", "<image>")
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>"},
-    )
-    tok.chat_template = template
-    text = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
+    tok = make_tokenizer(
+        extra_special=("<fake_token_around_image>", "<global-img>", "<end_of_utterance>"),
+        chat_template=template,
+        image_token="<image>",
+        extra_words=("user", "assistant"),
     )
     config = Idefics3Config(
         vision_config=Idefics3VisionConfig(**TINY_VISION),
-        text_config=text,
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        text_config=_tiny_llama(tok, max_positions=512),
+        image_token_id=tok.image_token_id,
         scale_factor=2,
     )
     model = Idefics3ForConditionalGeneration(config)
