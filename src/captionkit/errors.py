@@ -45,6 +45,18 @@ class ModelLoadError(CaptionkitError):
     """Weights or their configuration could not be loaded."""
 
 
+class OutputError(CaptionkitError):
+    """An output (sidecar folder, ``--output`` file, results store, drawing) cannot be written.
+
+    Raised before the model loads where the check is possible; mid-run it stops the run after
+    the batch in hand is committed to the results store, so nothing computed is lost.
+    """
+
+
+class StoreError(CaptionkitError):
+    """The results store cannot be opened or read (corrupt, locked, wrong file)."""
+
+
 class BackendError(CaptionkitError):
     """A backend failed for a reason that is not one image's fault (bad key, server down)."""
 
