@@ -77,6 +77,14 @@ def load_config(
     network / not a model folder" failure shows up here."""
     transformers = require("transformers", "hf", "Hugging Face models")
     transformers.logging.set_verbosity_error()
+    from captionkit.captioners import hf_arch
+
+    raw = hf_arch.read_raw_config(model_id, revision)
+    arch = hf_arch.find(raw)
+    if arch is not None:  # a layout captionkit loads itself: AutoConfig would misread it
+        from types import SimpleNamespace
+
+        return SimpleNamespace(model_type=arch.model_type, captionkit_arch=arch, raw=raw)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:
         kwargs["revision"] = revision
@@ -127,6 +135,18 @@ def load_model(
             bnb_4bit_compute_dtype=torch_dtype,
         )
         kwargs["device_map"] = "auto"
+
+    from captionkit.captioners import hf_arch
+
+    arch = hf_arch.find(hf_arch.read_raw_config(model_id, revision))
+    if arch is not None:
+        model, processor = arch.load(
+            model_id, hf_arch.read_raw_config(model_id, revision), device=dev, dtype=torch_dtype,
+            revision=revision,
+        )
+        return LoadedModel(
+            model, processor, processor.image_processor, processor.tokenizer, dev, torch_dtype
+        )
 
     config = load_config(model_id, trust_remote_code=trust_remote_code, revision=revision)
 

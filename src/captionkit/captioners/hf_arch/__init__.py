@@ -1,0 +1,75 @@
+"""Published checkpoints that transformers cannot run as they are, loaded by captionkit's code.
+
+``AutoModel*`` picks a class from ``config.json``'s ``model_type``. For a few popular repos that
+choice is wrong or impossible on current transformers: Florence-2's original (remote-code) layout
+has the same ``model_type`` as the native port but other weight names, so the native class loads
+8 of 668 tensors; Phi-3.5-vision's remote code imports modules transformers 5 removed. Each
+module here recognises one such layout from the raw ``config.json`` and loads it correctly.
+
+A module in :data:`MODULES` exposes:
+
+* ``model_type: str`` — the behaviour ``hf.py`` applies (``"florence2"``: task tokens; others: chat);
+* ``matches(config: dict) -> bool`` — is this raw ``config.json`` that layout?
+* ``load(model_id, config, *, device, dtype, revision) -> (model, processor)`` — the model (a
+  ``GenerationMixin`` on ``device`` in ``dtype``, every checkpoint tensor loaded or a
+  ``ModelLoadError``) and a processor with ``image_processor``/``tokenizer`` attributes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+#: Tried in order; the first whose ``matches`` accepts the config loads the checkpoint.
+MODULES = ("florence2_original", "phi3v")
+
+
+def read_raw_config(model_id: str, revision: str | None = None) -> dict[str, Any] | None:
+    """``config.json`` as a plain dict, from a local folder or the hub cache/download.
+
+    None when it cannot be had: the caller then goes through ``AutoConfig``, whose failure
+    carries the real reason (wrong id, no network, not a model folder).
+    """
+    local = Path(model_id).expanduser()
+    path: str | None
+    if local.is_dir():
+        path = str(local / "config.json") if (local / "config.json").is_file() else None
+    else:
+        try:
+            from transformers.utils import cached_file
+
+            path = cached_file(
+                model_id,
+                "config.json",
+                revision=revision,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+            )
+        except Exception:  # any hub failure: AutoConfig will report it properly
+            path = None
+    if not path:
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def find(config: dict[str, Any] | None) -> ModuleType | None:
+    """The module that handles this raw config, or None for what transformers loads itself."""
+    if not config:
+        return None
+    for name in MODULES:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":  # not built yet in this checkout
+                continue
+            raise
+        if module.matches(config):
+            return module
+    return None
