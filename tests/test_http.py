@@ -21,6 +21,8 @@ from captionkit.http import (
     RetryPolicy,
     TransportFailure,
     download,
+    format_size,
+    over_limit_message,
     retry_after_seconds,
 )
 
@@ -97,11 +99,67 @@ def test_download_keeps_its_behaviour(server):
     with pytest.raises(InputError, match="not an image"):
         download(f"{server.url}/b", max_bytes=10_000)
     server.script.append((200, {"content-type": "image/jpeg"}, body, 0))
-    with pytest.raises(InputError, match="over the 10-byte limit"):
+    with pytest.raises(InputError, match=r"over the 10-byte file-size limit$"):
         download(f"{server.url}/c", max_bytes=10)
     server.script.append((404, {}, b"", 0))
     with pytest.raises(InputError, match="HTTP 404"):
         download(f"{server.url}/d", max_bytes=10)
+
+
+def test_size_messages_say_sizes_a_person_reads():
+    assert format_size(int(73.2 * 2**20)) == "73.2 MB"
+    assert format_size(50 * 2**20) == "50 MB"
+    assert format_size(3 * 2**30 // 2) == "1.5 GB"
+    assert format_size(5003) == "4.9 KB"
+    assert format_size(512) == "512 bytes"
+    hint = "raise it with --max-file-mb"
+    assert over_limit_message(int(73.2 * 2**20), 50 * 2**20, hint) == (
+        "73.2 MB is over the 50 MB file-size limit (raise it with --max-file-mb)"
+    )
+    assert over_limit_message(None, 50 * 2**20) == "the body is over the 50 MB file-size limit"
+    assert over_limit_message(11, 10) == "11 bytes is over the 10-byte file-size limit"
+
+
+@pytest.fixture
+def trickler():
+    """A raw socket server: headers at once, then one body byte every 0.1 s."""
+    import socket
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    sock.settimeout(5)
+    stop = threading.Event()
+
+    def serve() -> None:
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 500\r\n\r\n"
+            )
+            for _ in range(500):
+                if stop.wait(0.1):
+                    return
+                try:
+                    conn.sendall(b"\x00")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/slow.jpg"
+    stop.set()
+    sock.close()
+    thread.join(timeout=5)
+
+
+def test_download_total_time_is_bounded_not_only_each_read(trickler):
+    start = time.perf_counter()
+    with pytest.raises(InputError, match=r"timed out after 0\.6 s \(the whole download; only "):
+        download(trickler, max_bytes=10_000, timeout=5, total_timeout=0.6)
+    assert time.perf_counter() - start < 1.5
 
 
 def test_retry_after_parsing():

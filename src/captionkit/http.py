@@ -42,21 +42,52 @@ def client(timeout: float = DEFAULT_TIMEOUT, **kwargs: object) -> httpx.Client:
     )
 
 
+def format_size(n: int) -> str:
+    """``73.2 MB``, ``4.9 KB``, ``512 bytes`` (binary units, as the ``--max-file-mb`` limit)."""
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n:,} bytes"
+
+
+def over_limit_message(size: int | None, limit: int, hint: str = "") -> str:
+    """``73.2 MB is over the 50 MB file-size limit (hint)``: one wording for files and URLs.
+
+    ``size`` None is a streamed body cut off at the limit. When the two round to the same
+    figure the exact byte counts are given, so the message never reads "50 MB is over 50 MB".
+    """
+    shown = format_size(limit) if limit >= 1 << 10 else f"{limit:,}-byte"
+    if size is None:
+        what = "the body"
+    elif format_size(size) == format_size(limit) and limit >= 1 << 10:
+        what, shown = f"{size:,} bytes", f"{shown} ({limit:,}-byte)"
+    else:
+        what = format_size(size)
+    return f"{what} is over the {shown} file-size limit" + (f" ({hint})" if hint else "")
+
+
 def download(
     url: str,
     *,
     max_bytes: int,
     timeout: float = DEFAULT_TIMEOUT,
+    total_timeout: float | None = None,
     accept_prefix: str = "image/",
+    limit_hint: str = "",
     http: httpx.Client | None = None,
 ) -> bytes:
     """Fetch ``url`` into memory, refusing bodies over ``max_bytes`` or of the wrong type.
 
-    Streams the body so a huge file is cut off early instead of filling memory. Raises
-    :class:`InputError` with one line naming the URL and the reason.
+    Streams the body so a huge file is cut off early instead of filling memory. ``timeout``
+    bounds the connection and each read; ``total_timeout`` (default: ``timeout``) bounds the
+    whole download, checked as the body streams in, so a server trickling a byte at a time
+    cannot hold the caller for minutes. ``limit_hint`` ends the over-size message (how to
+    raise the limit). Raises :class:`InputError` with one line naming the URL and the reason.
     """
     import httpx
 
+    total = timeout if total_timeout is None else total_timeout
+    deadline = time.monotonic() + total
     own = http is None
     http = http or client(timeout)
     try:
@@ -74,14 +105,21 @@ def download(
             ):
                 raise InputError(f"{url}: content-type is '{ctype}', not an image")
             declared = resp.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise InputError(f"{url}: {int(declared)} bytes is over the {max_bytes}-byte limit")
+            expected = int(declared) if declared and declared.isdigit() else None
+            if expected is not None and expected > max_bytes:
+                raise InputError(f"{url}: {over_limit_message(expected, max_bytes, limit_hint)}")
             chunks, size = [], 0
             for chunk in resp.iter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise InputError(f"{url}: body is over the {max_bytes}-byte limit")
+                    raise InputError(f"{url}: {over_limit_message(None, max_bytes, limit_hint)}")
                 chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    of = f" of {expected:,}" if expected is not None else ""
+                    raise InputError(
+                        f"{url}: timed out after {total:g} s "
+                        f"(the whole download; only {size:,}{of} bytes arrived)"
+                    )
             return b"".join(chunks)
     except httpx.TimeoutException:
         raise InputError(f"{url}: timed out after {timeout:g} s") from None

@@ -46,6 +46,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(f"{len(block):x}\r\n".encode() + block + b"\r\n")
             self.wfile.write(b"0\r\n\r\n")
             return
+        if self.path == "/trickle.png":  # one byte every 0.2 s: every read is quick
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b"\x00")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass  # the client gave up: what the test wants
+            return
         if self.path not in ROUTES:
             self.send_error(404, "Not Found")
             return
@@ -111,15 +124,36 @@ def test_404_is_a_per_image_error(server):
     assert str(info.value) == f"{url}: HTTP 404 Not Found"
 
 
+HINT = "(raise it with --max-file-mb)"
+
+
 def test_declared_size_over_limit_refused(server):
-    with pytest.raises(ImageDecodeError, match="5003 bytes is over the 1000-byte limit"):
-        read_source(url_source(f"{server}/big.jpg"), FetchLimits(max_bytes=1000))
-    assert len(read_source(url_source(f"{server}/big.jpg"), FetchLimits(max_bytes=6000))) == 5003
+    url = f"{server}/big.jpg"
+    with pytest.raises(ImageDecodeError) as info:
+        read_source(url_source(url), FetchLimits(max_bytes=1000))
+    assert str(info.value) == f"{url}: 4.9 KB is over the 1,000-byte file-size limit {HINT}"
+    assert len(read_source(url_source(url), FetchLimits(max_bytes=6000))) == 5003
 
 
 def test_streamed_body_over_limit_cut_off(server):
-    with pytest.raises(ImageDecodeError, match="body is over the 2500-byte limit"):
-        read_source(url_source(f"{server}/chunked.jpg"), FetchLimits(max_bytes=2500))
+    url = f"{server}/chunked.jpg"
+    with pytest.raises(ImageDecodeError) as info:
+        read_source(url_source(url), FetchLimits(max_bytes=2500))
+    assert str(info.value) == f"{url}: the body is over the 2.4 KB file-size limit {HINT}"
+
+
+def test_trickling_server_is_cut_off_at_the_timeout(server):
+    # Each read returns within the timeout, so only a deadline on the whole download stops
+    # it (issue #11, item 12: --timeout 3 used to hold a run for 100 s).
+    url = f"{server}/trickle.png"
+    start = time.perf_counter()
+    with pytest.raises(ImageDecodeError) as info:
+        read_source(url_source(url), FetchLimits(timeout=1))
+    elapsed = time.perf_counter() - start
+    assert 0.9 < elapsed < 2.0, elapsed
+    message = str(info.value)
+    assert message.startswith(f"{url}: timed out after 1 s (the whole download; only ")
+    assert message.endswith(" of 1,000 bytes arrived)") and "\n" not in message
 
 
 def test_timeout(server):
@@ -148,8 +182,33 @@ def test_local_file(tmp_path):
 def test_local_file_over_limit(tmp_path):
     path = tmp_path / "a.png"
     path.write_bytes(PNG)
-    with pytest.raises(ImageDecodeError, match="byte limit"):
+    with pytest.raises(ImageDecodeError, match=r"file-size limit \(raise it with --max-file-mb\)"):
         read_source(Source(key=str(path), path=path), FetchLimits(max_bytes=len(PNG) - 1))
+
+
+def test_local_file_over_the_default_limit_names_file_size_and_flag(tmp_path):
+    path = tmp_path / "photo.tif"
+    with open(path, "wb") as fh:  # sparse: 73.2 MB on paper, nothing on disk
+        fh.truncate(int(73.2 * 1024 * 1024))
+    with pytest.raises(ImageDecodeError) as info:
+        read_source(Source(key=str(path), path=path))
+    assert str(info.value) == (
+        "photo.tif: 73.2 MB is over the 50 MB file-size limit (raise it with --max-file-mb)"
+    )
+    assert len(read_source(Source(key=str(path), path=path), FetchLimits(max_bytes=80 << 20))) == (
+        int(73.2 * 1024 * 1024)
+    )
+
+
+def test_local_size_equal_to_the_limit_when_rounded_says_exact_bytes(tmp_path):
+    path = tmp_path / "edge.jpg"
+    with open(path, "wb") as fh:
+        fh.truncate((50 << 20) + 10)
+    with pytest.raises(ImageDecodeError) as info:
+        read_source(Source(key=str(path), path=path))
+    assert str(info.value).startswith(
+        "edge.jpg: 52,428,810 bytes is over the 50 MB (52,428,800-byte) file-size limit"
+    )
 
 
 def test_local_file_vanished_or_directory(tmp_path):

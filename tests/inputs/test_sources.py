@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from captionkit.errors import InputError
+from captionkit.errors import ImageDecodeError, InputError
 from captionkit.inputs import sources as sources_mod
+from captionkit.inputs.fetch import read_source
 from captionkit.inputs.sources import count_sources, iter_sources, looks_like_image, walk_folder
 from helpers.fakes import write_image
 
@@ -153,9 +155,68 @@ def test_stdin_lines_and_urls_in_order(photo_dir):
     assert not got[1].is_url
 
 
-def test_stdin_missing_path_is_an_input_error(tmp_path):
-    with pytest.raises(InputError):
-        list(iter_sources(["-"], stdin=io.StringIO(str(tmp_path / "gone.png") + "\n")))
+def test_stdin_missing_path_is_yielded_and_fails_alone_when_read(tmp_path):
+    # `find ... | captionkit caption -` where a file was deleted meanwhile: that one image
+    # fails when read; the list goes on (issue #11, item 8).
+    good = write_image(tmp_path / "a.png")
+    gone = tmp_path / "gone.png"
+    later = write_image(tmp_path / "b.png")
+    stream = io.StringIO(f"{good}\n{gone}\n{later}\n")
+    got = list(iter_sources(["-"], stdin=stream))
+    assert [s.path for s in got] == [good, gone, later]
+    assert got[1].key == str(gone) and got[1].rel == Path("gone.png")
+    with pytest.raises(ImageDecodeError, match=r"^no such file$"):
+        read_source(got[1])
+
+
+def test_stdin_broken_symlink_fails_alone_with_a_clear_reason(tmp_path):
+    link = tmp_path / "link.png"
+    link.symlink_to(tmp_path / "deleted.png")
+    (got,) = iter_sources(["-"], stdin=io.StringIO(f"{link}\n"))
+    with pytest.raises(ImageDecodeError, match="broken symlink"):
+        read_source(got)
+
+
+def test_command_line_missing_path_is_still_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no such file or folder"):
+        list(iter_sources([str(tmp_path / "gone.png"), "-"], stdin=io.StringIO("")))
+
+
+def test_count_sources_tolerates_a_missing_path(photo_dir, tmp_path):
+    # The progress total runs in a background thread: it must never raise, only count.
+    assert count_sources([str(photo_dir), str(tmp_path / "gone"), "-"], recursive=False) == 2
+
+
+def _planted_skips(root: Path) -> None:
+    write_image(root / "a.jpg")
+    write_image(root / ".thumb.jpg")  # hidden file
+    write_image(root / ".cache" / "b.jpg")  # hidden folder: counted once, not walked
+    write_image(root / "sub" / "c.png")
+    write_image(root / "sub" / ".d.png")
+    (root / "dead.jpg").symlink_to(root / "deleted.jpg")
+    (root / "sub" / "dead2").symlink_to(root / "nowhere")
+    (root / "alias.jpg").symlink_to(root / "a.jpg")  # a working link to a file is taken
+    (root / "README").write_text("hello")  # neither image by suffix nor by content
+    (root / "a.txt").write_text("a sidecar")  # a sidecar: expected, not reported
+
+
+def test_skipped_entries_are_counted_by_reason(tmp_path):
+    _planted_skips(tmp_path)
+    skipped: Counter[str] = Counter()
+    got = list(iter_sources([str(tmp_path)], skipped=skipped))
+    assert names(got) == ["a.jpg", "alias.jpg", "sub/c.png"]
+    assert skipped == Counter({"hidden": 3, "broken symlink": 2, "not an image": 1})
+    walked: Counter[str] = Counter()
+    assert names(walk_folder(tmp_path, recursive=False, skipped=walked)) == ["a.jpg", "alias.jpg"]
+    assert walked == Counter({"hidden": 2, "broken symlink": 1, "not an image": 1})
+
+
+def test_skipped_counter_is_optional_and_not_filled_by_count_sources(tmp_path):
+    _planted_skips(tmp_path)
+    assert names(iter_sources([str(tmp_path)])) == ["a.jpg", "alias.jpg", "sub/c.png"]
+    skipped: Counter[str] = Counter()
+    assert count_sources([str(tmp_path)], skipped=skipped) == 3
+    assert skipped == Counter()  # the run's own walk counts; the ETA walk must not add to it
 
 
 def test_count_sources_ignores_stdin(photo_dir):

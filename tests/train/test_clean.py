@@ -149,3 +149,47 @@ def test_references_json_dataset_is_rewritten_with_a_backup(tmp_path):
     cleaned = json.loads((root / "references.json").read_text())
     assert cleaned == {n: [normalise_caption(c) for c in refs[n][:2]] for n in names}
     assert json.loads((qdir / "references.json.orig").read_text()) == data
+
+
+def _photo(path, seed=0, size=(160, 120)):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("link_name", ["link.jpg", "0link.jpg"])  # after and before the target
+def test_a_symlink_duplicate_is_quarantined_never_its_target(tmp_path, link_name):
+    root = tmp_path / "ds"
+    root.mkdir()
+    real = _photo(root / "a.jpg")
+    _photo(root / "b.jpg", seed=1)
+    link = root / link_name
+    link.symlink_to("a.jpg")  # relative, as `ln -s a.jpg link.jpg` makes it
+    report = scan(root, CleanOptions(near_duplicate_distance=-1))
+    dups = [(p.path, p.detail) for p in report.problems if p.check == "duplicate"]
+    assert dups == [(link_name, "same bytes as a.jpg")]
+    assert report.quarantined() == [link_name]
+    qdir = apply(report)
+    assert real.is_file() and not real.is_symlink()  # the real file never moves
+    assert not link.exists() and not link.is_symlink()
+    moved = qdir / link_name
+    assert moved.is_symlink() and moved.read_bytes() == real.read_bytes()  # not dangling
+    assert not (qdir / "a.jpg").exists()
+
+
+def test_a_symlink_flagged_for_itself_is_moved_not_the_file_it_points_to(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    target = _photo(outside / "small.png", size=(40, 40))  # too small for a fine-tune
+    root = tmp_path / "ds"
+    root.mkdir()
+    _photo(root / "a.jpg")
+    (root / "small_link.png").symlink_to(target)
+    report = scan(root, CleanOptions(near_duplicate_distance=-1))
+    assert [(p.path, p.check) for p in report.problems] == [("small_link.png", "tiny")]
+    qdir = apply(report)
+    assert target.is_file()  # the file outside the dataset is untouched
+    assert not (root / "small_link.png").is_symlink()
+    assert (qdir / "small_link.png").is_symlink()
+    assert (qdir / "small_link.png").resolve() == target.resolve()
+    assert (root / "a.jpg").is_file()

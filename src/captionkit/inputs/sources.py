@@ -10,12 +10,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from captionkit.errors import InputError
+from captionkit.errors import CaptionkitError, InputError
 
 #: Suffixes taken as images without looking inside (the decoder still checks the content).
 IMAGE_SUFFIXES = frozenset(
@@ -139,6 +140,21 @@ def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
+def _skip(skipped: Counter[str] | None, reason: str) -> None:
+    if skipped is not None:
+        skipped[reason] += 1
+
+
+def _unusable_reason(entry: os.DirEntry[str]) -> str | None:
+    """Why a directory entry that is neither a folder nor a file is skipped, if worth saying."""
+    try:
+        if entry.is_symlink() and not os.path.exists(entry.path):
+            return "broken symlink"
+    except OSError:
+        return None
+    return None
+
+
 def walk_folder(
     root: Path,
     *,
@@ -146,11 +162,18 @@ def walk_folder(
     include: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
     follow_symlinks: bool = False,
+    skipped: Counter[str] | None = None,
+    warn: bool = True,
 ) -> Iterator[Source]:
     """Yield images under ``root`` depth-first, each directory's entries in name order.
 
     Hidden files and folders (leading dot) are skipped: they hold thumbnails and caches far
-    more often than photos.
+    more often than photos. ``skipped``, when given, counts what was passed over so the user
+    can be told: ``"hidden"`` (a hidden folder counts once), ``"broken symlink"``, and
+    ``"not an image"`` (a file whose suffix says nothing and whose content is no known image;
+    sidecars and other known non-image suffixes are expected beside photos and not counted).
+    Files left out by ``include``/``exclude`` are not counted: the user asked for that.
+    ``warn`` False keeps an unreadable folder quiet (a second walk, counting for the ETA).
     """
     stack = [root]
     while stack:
@@ -159,11 +182,13 @@ def walk_folder(
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            print(f"captionkit: cannot list {folder}: {exc.strerror}", file=sys.stderr)
+            if warn:
+                print(f"captionkit: cannot list {folder}: {exc.strerror}", file=sys.stderr)
             continue
         subdirs = []
         for entry in entries:
             if entry.name.startswith("."):
+                _skip(skipped, "hidden")
                 continue
             path = Path(entry.path)
             try:
@@ -172,6 +197,9 @@ def walk_folder(
                         subdirs.append(path)
                     continue
                 if not entry.is_file():
+                    reason = _unusable_reason(entry)
+                    if reason:
+                        _skip(skipped, reason)
                     continue
             except OSError:
                 continue
@@ -183,10 +211,12 @@ def walk_folder(
                 continue
             if looks_like_image(path):
                 yield Source(key=str(path), path=path, rel=rel)
+            elif path.suffix.lower() not in NEVER_IMAGES:
+                _skip(skipped, "not an image")
         stack.extend(reversed(subdirs))
 
 
-def _stdin_lines(stream: TextIO) -> Iterator[str]:
+def _stdin_lines(stream: Iterable[str]) -> Iterator[str]:
     for line in stream:
         line = line.strip()
         if line and not line.startswith("#"):
@@ -199,27 +229,44 @@ def iter_sources(
     recursive: bool = True,
     include: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
-    stdin: TextIO | None = None,
+    stdin: Iterable[str] | None = None,
+    skipped: Counter[str] | None = None,
 ) -> Iterator[Source]:
     """Expand user inputs lazily, in the order given.
 
-    A missing path raises :class:`InputError` when it is reached, so a typo in the second of
-    two folders fails fast without having captioned nothing of the first.
+    A missing path given as an argument raises :class:`InputError` when it is reached (the
+    CLI checks its arguments before the model loads). A path read from a stdin list is
+    yielded even when it is missing: ``find ... | captionkit caption -`` may list a file
+    that is deleted before it is read, and that file is one image's failure, reported when
+    it is read, not the end of the run. ``stdin`` is the list's lines (default
+    ``sys.stdin``); blank lines and ``#`` comments are ignored. ``skipped`` counts what
+    folder walks pass over (see :func:`walk_folder`).
     """
+    walk = {"recursive": recursive, "include": include, "exclude": exclude, "skipped": skipped}
+    return _expand(inputs, walk, stdin, listed=False, warn=True)
+
+
+def _expand(
+    inputs: Iterable[str],
+    walk: dict[str, Any],
+    stdin: Iterable[str] | None,
+    *,
+    listed: bool,
+    warn: bool,
+) -> Iterator[Source]:
     for item in inputs:
-        if item == "-":
+        if item == "-" and not listed:
             stream = stdin if stdin is not None else sys.stdin
-            yield from iter_sources(
-                _stdin_lines(stream), recursive=recursive, include=include, exclude=exclude
-            )
+            yield from _expand(_stdin_lines(stream), walk, None, listed=True, warn=warn)
             continue
         if is_url(item):
             yield Source(key=item, url=item)
             continue
         path = Path(item).expanduser()
         if path.is_dir():
-            yield from walk_folder(path, recursive=recursive, include=include, exclude=exclude)
-        elif path.is_file():
+            yield from walk_folder(path, warn=warn, **walk)
+        elif path.is_file() or listed:
+            # Listed but missing or odd: reading it gives that image its own error.
             yield Source(key=str(path), path=path, rel=Path(path.name))
         elif path.exists():
             raise InputError(f"{item}: not a regular file or folder")
@@ -227,6 +274,27 @@ def iter_sources(
             raise InputError(f"{item}: no such file or folder")
 
 
-def count_sources(inputs: Iterable[str], **kwargs: object) -> int:
-    """Count what :func:`iter_sources` would yield (run in a background thread for the ETA)."""
-    return sum(1 for _ in iter_sources([i for i in inputs if i != "-"], **kwargs))  # type: ignore[arg-type]
+def count_sources(inputs: Iterable[str], **kwargs: Any) -> int:
+    """Count what :func:`iter_sources` would yield (run in a background thread for the ETA).
+
+    Never raises for a bad input (the run itself reports it) and never adds to a ``skipped``
+    counter (the run's own walk fills it; counting twice would double every figure). Stdin
+    is left out: it can be read only once.
+    """
+    kwargs.pop("skipped", None)
+    kwargs.pop("stdin", None)
+    walk = {
+        "recursive": kwargs.get("recursive", True),
+        "include": kwargs.get("include", ()),
+        "exclude": kwargs.get("exclude", ()),
+        "skipped": None,
+    }
+    total = 0
+    for item in inputs:
+        if item == "-":
+            continue
+        try:
+            total += sum(1 for _ in _expand([item], walk, None, listed=False, warn=False))
+        except (CaptionkitError, OSError):
+            continue
+    return total

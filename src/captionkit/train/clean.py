@@ -7,7 +7,8 @@ long, or not in the expected language. Caption text is normalised (whitespace, t
 " ." of Flickr/COCO references).
 
 Dry run by default: a CSV says what would be removed and why. ``apply`` moves problem images
-(and their sidecars) into a quarantine folder and rewrites caption files with the cleaned
+(and their sidecars) into a quarantine folder (a symlink is moved as a link, never the file it
+points to) and rewrites caption files with the cleaned
 captions after copying the originals there too. Nothing is ever deleted.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import re
 import shutil
 from collections import defaultdict
@@ -110,9 +112,15 @@ def scan(path: str | Path, options: CleanOptions | None = None) -> CleanReport:
 
     seen_bytes: dict[str, Path] = {}
     hashes: list[tuple[Path, int]] = []
-    for file in sorted(files):
+    # Real files before symlinks: of a file and a link to it, the link is the duplicate (and
+    # the one set aside), so `apply` never moves a file out from under a link.
+    for file in sorted(files, key=lambda f: (f.is_symlink(), f)):
         rel = _rel(file, folder)
-        data = file.read_bytes()
+        try:
+            data = file.read_bytes()
+        except OSError as exc:  # vanished since the walk, unreadable, a link gone dangling
+            report.problems.append(Problem(rel, "unreadable", exc.strerror or "", "quarantine"))
+            continue
         digest = hashlib.sha256(data).hexdigest()
         if digest in seen_bytes:
             report.problems.append(
@@ -256,10 +264,10 @@ def apply(report: CleanReport, quarantine: str | Path | None = None) -> Path:
     for rel in moved:
         src = root / rel
         for file in (src, src.with_suffix(".txt")):
-            if file.exists():
+            if os.path.lexists(file):
                 dest = qdir / file.relative_to(root)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(file), str(dest))
+                _move(file, dest)
     write_csv(report, qdir / "clean_report.csv")
     kept = {f: caps for f, caps in report.cleaned.items() if _rel(f, root) not in moved}
     if report.caption_source == "sidecars":
@@ -284,8 +292,31 @@ def apply(report: CleanReport, quarantine: str | Path | None = None) -> Path:
     return qdir
 
 
+def _move(file: Path, dest: Path) -> None:
+    """Move ``file`` to ``dest``; a symlink is moved as the link itself, never its target.
+
+    A relative link would point elsewhere from inside the quarantine folder, so it is
+    re-made there pointing at the same file by absolute path.
+    """
+    if file.is_symlink():
+        target = os.readlink(file)
+        if not os.path.isabs(target):
+            target = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(file)), target))
+        made = dest.with_name(f".{dest.name}.link{os.getpid()}")
+        os.symlink(target, made)
+        os.replace(made, dest)  # like the rename of a plain move, a rerun replaces it
+        file.unlink()
+        return
+    shutil.move(str(file), str(dest))
+
+
 def _rel(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` as the user sees it: a symlink keeps its own name (its
+    target's name would make the report, and ``apply``, act on the target)."""
     try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
     except ValueError:
-        return str(path)
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return str(path)
