@@ -129,6 +129,10 @@ def test_missing_explicit_file(tmp_path, monkeypatch):
         ({"existing": "merge"}, "setting 'existing'"),
         ({"timeout": -1}, "setting 'timeout'"),
         ({"max_download_mb": 0}, "setting 'max_download_mb'"),
+        (
+            {"max_file_mb": 0},
+            "setting 'max_file_mb': Input should be greater than 0 (from --max-file-mb",
+        ),
         ({"modle": "x"}, "setting 'modle': Extra inputs are not permitted"),
     ],
 )
@@ -181,3 +185,50 @@ def test_unrelated_captionkit_env_variables_are_ignored(monkeypatch):
 def test_settings_class_alone_reads_env_but_no_file(toml_file, monkeypatch):
     monkeypatch.setenv("CAPTIONKIT_MODEL", "hf:a/b")
     assert Settings().model == "hf:a/b"
+
+
+def test_max_file_mb_default_flag_env_and_file(tmp_path, monkeypatch):
+    assert load_settings().max_file_mb == 50.0
+    path = tmp_path / "c.toml"
+    path.write_text("max_file_mb = 5\n")
+    assert load_settings(path).max_file_mb == 5.0
+    monkeypatch.setenv("CAPTIONKIT_MAX_FILE_MB", "7")
+    assert load_settings(path).max_file_mb == 7.0  # env beats the file
+    assert load_settings(path, max_file_mb=9).max_file_mb == 9.0  # the flag beats both
+
+
+def test_old_max_download_mb_name_still_works(tmp_path, monkeypatch):
+    """Config files and environments written for the old name keep their meaning."""
+    path = tmp_path / "old.toml"
+    path.write_text("max_download_mb = 3\n")
+    assert load_settings(path).max_file_mb == 3.0
+    assert "max_download_mb" not in load_settings(path).model_dump()
+    assert load_settings(path, max_file_mb=4).max_file_mb == 4.0  # the new name wins
+    monkeypatch.setenv("CAPTIONKIT_MAX_DOWNLOAD_MB", "6")
+    assert load_settings().max_file_mb == 6.0
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"CAPTIONKIT_BATCH_SIZE": "0"}, "setting 'batch_size'"),
+        ({"CAPTIONKIT_WORKERS": "-1"}, "setting 'workers'"),
+    ],
+)
+def test_bad_settings_through_the_cli_are_one_line(env, fragment, tmp_path):
+    """A pydantic validation error of the settings reaches the user as one line, exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "a.jpg").write_bytes(b"")
+    proc = subprocess.run(
+        [sys.executable, "-m", "captionkit.cli.main", "caption", str(tmp_path / "a.jpg")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +25,12 @@ from pydantic_settings import (
 from captionkit.errors import ConfigError
 
 ENV_PREFIX = "CAPTIONKIT_"
+#: The ``captionkit caption`` flag of each setting that has one (named in errors).
+FLAGS = {
+    name: f"--{name.replace('_', '-')}"
+    for name in "model style batch_size workers device dtype store existing prefix suffix "
+    "trigger_word max_pixels max_file_mb timeout max_new_tokens".split()
+} | {"sidecar_extension": "--extension"}
 
 
 class Settings(BaseSettings):
@@ -45,7 +51,11 @@ class Settings(BaseSettings):
     suffix: str = ""
     trigger_word: str = ""
     max_pixels: int = Field(default=100_000_000, ge=1)
-    max_download_mb: float = Field(default=50.0, gt=0)
+    #: Largest image file read, local or downloaded (``--max-file-mb``).
+    max_file_mb: float = Field(default=50.0, gt=0)
+    #: The old name of ``max_file_mb``, still read from config files and the environment;
+    #: ``max_file_mb`` wins when both are set.
+    max_download_mb: float | None = Field(default=None, gt=0, exclude=True)
     timeout: float = Field(default=30.0, gt=0)
     max_new_tokens: int = Field(default=60, ge=1)
     backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -60,6 +70,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _old_names(self) -> Settings:
+        if self.max_download_mb is not None and "max_file_mb" not in self.model_fields_set:
+            self.max_file_mb = self.max_download_mb
+        return self
 
     def backend_options(self, backend: str) -> dict[str, Any]:
         return dict(self.backends.get(backend, {}))
@@ -94,8 +110,9 @@ def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settin
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         origin = f" {path}" if path else ""
+        flag = f"{FLAGS[where]}, " if where in FLAGS else ""
         raise ConfigError(
-            f"setting '{where}': {first['msg']} (from --{where.replace('_', '-')}, "
+            f"setting '{where}': {first['msg']} (from {flag}"
             f"{ENV_PREFIX}{where.upper()} or the config file{origin})"
         ) from None
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML

@@ -179,6 +179,7 @@ def test_seed_cli_flags(tmp_path, tiny_vit_gpt2):
     ],
 )
 def test_user_errors_are_one_line(args, message, tmp_path):
+    write_image(tmp_path / "a.jpg")  # something to caption: the error must be the model's
     proc = subprocess.run(
         [sys.executable, "-m", "captionkit.cli.main", *args],
         capture_output=True,

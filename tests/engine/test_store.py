@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from captionkit.engine.store import ResultStore, default_store_path, result_key
-from captionkit.errors import ConfigError
+from captionkit.errors import StoreError
 from captionkit.types import Candidate, CaptionRequest, CaptionResult, Decoding
 
 
@@ -182,8 +182,8 @@ def test_journal_mode_is_wal(store):
     assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_not_a_database_is_a_config_error(tmp_path):
+def test_not_a_database_is_a_store_error(tmp_path):
     path = tmp_path / "notes.sqlite"
     path.write_bytes(b"this is not a database at all" * 50)
-    with pytest.raises(ConfigError, match="not a usable captionkit store"):
+    with pytest.raises(StoreError, match="not a captionkit results store"):
         ResultStore(path)

@@ -6,14 +6,18 @@ Only argument parsing and wiring live here; the work is the engine's
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import threading
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from captionkit.cli.display import markup, plain
 from captionkit.errors import ConfigError, InputError
 
 INPUTS = "Inputs"
@@ -360,6 +364,13 @@ def command(
         int | None,
         typer.Option(help="Refuse images larger than this many pixels.", rich_help_panel=RUN),
     ] = None,
+    max_file_mb: Annotated[
+        float | None,
+        typer.Option(
+            help="Refuse image files (local or downloaded) larger than this many MB (default 50).",
+            rich_help_panel=RUN,
+        ),
+    ] = None,
     timeout: Annotated[
         float | None, typer.Option(help="Seconds to wait for a URL download.", rich_help_panel=RUN)
     ] = None,
@@ -377,10 +388,10 @@ def command(
     from captionkit.config import load_settings
     from captionkit.engine.progress import make_progress
     from captionkit.engine.runner import Runner, RunOptions
-    from captionkit.engine.sinks import SidecarSink, Sink, StreamSink
+    from captionkit.engine.sinks import SidecarSink, Sink, StreamSink, check_writable
     from captionkit.inputs.decode import DecodeLimits
     from captionkit.inputs.fetch import FetchLimits
-    from captionkit.inputs.sources import count_sources, iter_sources
+    from captionkit.inputs.sources import count_sources
     from captionkit.styles import get_style
     from captionkit.types import CaptionRequest, Decoding
 
@@ -399,11 +410,30 @@ def command(
         suffix=suffix,
         trigger_word=trigger_word,
         max_pixels=max_pixels,
+        max_file_mb=max_file_mb,
         timeout=timeout,
         max_new_tokens=max_new_tokens,
     )
     get_style(settings.style)
     items = _gather_inputs(inputs, image_dir, image_file, url_image)
+    walk = {
+        "recursive": recursive,
+        "include": tuple(include or ()),
+        "exclude": tuple(exclude or ()),
+    }
+    stdin_lines = None
+    if "-" in items:
+        stdin_lines = _peek_lines(sys.stdin)
+        if stdin_lines is None:
+            if not (inputs or image_dir or image_file or url_image):  # stdin was implicit
+                raise InputError(
+                    "nothing to caption: no inputs given and standard input is empty; give "
+                    "files, folders, URLs, or '-' with a list of paths on stdin"
+                )
+            items = [i for i in items if i != "-"]
+            if not items:  # an empty list is a valid list: nothing to do, and no model load
+                _console().print("no images found: the list on standard input is empty")
+                return
     backend_name, _ = registry.parse_spec(settings.model)
     backend_cls = registry.get_backend(backend_name)
     options = backend_options(
@@ -436,40 +466,43 @@ def command(
             seed=seed,
         ),
     )
-    sinks: list[Sink] = []
+    _require_images(items, walk)
+    rewrite_options = {"base_url": rewrite_base_url, "api_key": rewrite_api_key}
+    if dry_run:  # writes nothing, so checks no output
+        captioner = load_captioner(
+            settings.model,
+            rewrite=rewrite,
+            rewrite_options={k: v for k, v in rewrite_options.items() if v is not None},
+            **options,
+        )
+        try:
+            _dry_run(captioner, _sources(items, walk, stdin_lines), request)
+        finally:
+            captioner.close()
+        return
     if sidecar is None:
         sidecar = fmt is None or output is not None
+    sinks: list[Sink] = []
     if sidecar:
         sinks.append(
             SidecarSink(
                 extension=settings.sidecar_extension,
                 output_dir=output_dir,
                 existing=settings.existing,
+                roots=items,
             )
         )
     if fmt is not None:
         sinks.append(StreamSink(fmt, output))
     elif not sidecar or any(i == "-" or i.startswith(("http://", "https://")) for i in items):
         sinks.append(StreamSink("txt", None))  # URLs have no folder for a sidecar: print them
-
-    rewrite_options = {"base_url": rewrite_base_url, "api_key": rewrite_api_key}
+    check_writable(sinks, items)  # before the model loads: never compute what cannot be written
     captioner = load_captioner(
         settings.model,
         rewrite=rewrite,
         rewrite_options={k: v for k, v in rewrite_options.items() if v is not None},
         **options,
     )
-    walk = {
-        "recursive": recursive,
-        "include": tuple(include or ()),
-        "exclude": tuple(exclude or ()),
-    }
-    if dry_run:
-        try:
-            _dry_run(captioner, iter_sources(items, **walk), request)
-        finally:
-            captioner.close()
-        return
     results_store = open_store(settings.store)
     bar = make_progress(progress)
     if "-" not in items:
@@ -488,21 +521,103 @@ def command(
             force=force,
             decode=DecodeLimits(max_pixels=settings.max_pixels),
             fetch=FetchLimits(
-                max_bytes=int(settings.max_download_mb * 1024 * 1024), timeout=settings.timeout
+                max_bytes=int(settings.max_file_mb * 1024 * 1024), timeout=settings.timeout
             ),
             prefix=settings.prefix,
             suffix=settings.suffix,
             trigger_word=settings.trigger_word,
         ),
     )
+    skipped: Counter[str] = Counter()
     try:
-        summary = runner.run(iter_sources(items, **walk))
+        summary = runner.run(_sources(items, walk, stdin_lines, skipped))
     finally:
         captioner.close()
         if results_store is not None:
             results_store.close()
-    _print_summary(summary, results_store, getattr(captioner, "stats", None))
+    _print_summary(summary, results_store, getattr(captioner, "stats", None), skipped)
     raise typer.Exit(summary.exit_code)
+
+
+def _console() -> Any:
+    """Where notes and the summary go: stderr, so stdout stays the caption stream. Lines are
+    not wrapped, so a long path stays whole (and findable with grep)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _peek_lines(stream: Any) -> Iterator[str] | None:
+    """The lines of ``stream`` with the first path already read, or None when it lists none.
+
+    Reading one line before the model loads tells "an empty list" apart from "a list", so
+    an empty pipe never costs a model load.
+    """
+    for line in stream:
+        text = line.strip()
+        if text and not text.startswith("#"):
+            return itertools.chain([line], stream)
+    return None
+
+
+def _sources(
+    items: list[str],
+    walk: dict[str, Any],
+    stdin_lines: Iterator[str] | None,
+    skipped: Counter[str] | None = None,
+) -> Iterator[Any]:
+    """The run's sources; ``skipped`` counts what the folder walk passed over, by reason."""
+    from captionkit.inputs.sources import iter_sources
+
+    return iter_sources(items, stdin=stdin_lines, skipped=skipped, **walk)  # type: ignore[arg-type]
+
+
+def _require_images(items: list[str], walk: dict[str, Any]) -> None:
+    """Stop before the model loads when the files and folders named hold no image at all.
+
+    Folders with nothing to caption are almost always a wrong path or filter, so this is an
+    error (exit 2) rather than a successful run of nothing. Finding the first image ends the
+    check, so it costs nothing on a folder that has images. Runs with URLs or a list on
+    stdin are not checked: those cannot be looked at twice.
+    """
+    if any(i == "-" or i.startswith(("http://", "https://")) for i in items):
+        return
+    skipped: Counter[str] = Counter()
+    if next(iter(_sources(items, walk, None, skipped)), None) is not None:
+        return
+    where = ", ".join(plain(i) for i in items)
+    seen = _skipped_text(skipped, every=True)
+    narrowed = [
+        flag
+        for flag, on in (
+            ("--include", walk["include"]),
+            ("--exclude", walk["exclude"]),
+            ("--no-recursive", not walk["recursive"]),
+        )
+        if on
+    ]
+    hint = f"; check {', '.join(narrowed)}" if narrowed else ""
+    raise InputError(f"no images found in {where}" + (f" ({seen})" if seen else "") + hint)
+
+
+#: How each reason :func:`iter_sources` counts is named in the summary (one, several).
+SKIP_REASONS = {
+    "hidden": ("hidden file", "hidden files"),
+    "broken symlink": ("broken symlink", "broken symlinks"),
+    "not an image": ("file that is not an image", "files that are not images"),
+}
+
+
+def _skipped_text(skipped: Counter[str], *, every: bool = False) -> str:
+    """``2 hidden files, 1 broken symlink``; files that are not images (sidecars, mostly)
+    are named only when ``every`` is set, as when no image was found at all."""
+    parts = []
+    for reason, n in skipped.items():
+        if not n or (reason == "not an image" and not every):
+            continue
+        one, many = SKIP_REASONS.get(reason, (reason, reason))
+        parts.append(f"{n} {one if n == 1 else many}")
+    return ", ".join(parts)
 
 
 def _dry_run(captioner: Any, sources: Any, request: Any) -> None:
@@ -519,7 +634,7 @@ def _dry_run(captioner: Any, sources: Any, request: Any) -> None:
                 sizes.append(img.size)
         except Exception:
             unreadable += 1
-    line = f"{len(sizes)} images"
+    line = f"{len(sizes)} image{'' if len(sizes) == 1 else 's'}"
     if unreadable:
         line += f" (+{unreadable} URLs or unreadable files not counted)"
     estimate = getattr(captioner, "estimate", None)
@@ -534,10 +649,13 @@ def _dry_run(captioner: Any, sources: Any, request: Any) -> None:
     )
 
 
-def _print_summary(summary: Any, store: Any, stats: Any = None) -> None:
-    from rich.console import Console
-
-    console = Console(stderr=True, highlight=False)
+def _print_summary(
+    summary: Any, store: Any, stats: Any = None, skipped: Counter[str] | None = None
+) -> None:
+    """The run in a few lines on stderr; every path and message is escaped (see display)."""
+    console = _console()
+    if not summary.total and not summary.interrupted:
+        console.print("no images found: the paths listed on standard input held none")
     parts = [f"{summary.captioned} captioned"]
     if summary.cached:
         parts.append(f"{summary.cached} from the store")
@@ -547,6 +665,9 @@ def _print_summary(summary: Any, store: Any, stats: Any = None) -> None:
         parts.append(f"[red]{summary.failed} failed[/red]")
     rate = f" at {summary.rate:.2f} img/s" if summary.captioned else ""
     console.print(f"{', '.join(parts)} in {summary.seconds:.1f} s{rate}")
+    passed_over = _skipped_text(skipped or Counter())
+    if passed_over:
+        console.print(f"  skipped: {passed_over}")
     if stats is not None:
         totals = {k: v for k, v in stats().items() if v}
         cost = totals.pop("cost", None)
@@ -554,11 +675,11 @@ def _print_summary(summary: Any, store: Any, stats: Any = None) -> None:
             text = ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in totals.items())
             console.print(f"  {text}" + (f", cost: {cost:.4f}" if cost else ""))
     for source, error in summary.failures[:20]:
-        console.print(f"  [red]failed[/red] {source}: {error}")
+        console.print(f"  [red]failed[/red] {markup(source)}: {markup(error)}")
     if summary.failed > 20:
         console.print(f"  ... and {summary.failed - 20} more (see --format jsonl for all)")
     if summary.interrupted:
-        where = f" in {store.path}" if store is not None else ""
+        where = f" in {markup(store.path)}" if store is not None else ""
         console.print(
             f"[yellow]interrupted[/yellow]: finished captions are kept{where}; rerun the same command to resume"
         )

@@ -36,8 +36,10 @@ def clean(
     from rich.console import Console
     from rich.table import Table
 
+    from captionkit.cli.prechecks import check_output_file
     from captionkit.train import clean as cleaning
 
+    check_output_file(report, "--report")  # before the scan, which can take a while
     opts = cleaning.CleanOptions(
         min_side=min_side,
         max_aspect=max_aspect,

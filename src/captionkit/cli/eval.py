@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -28,6 +29,21 @@ def _named(spec: str) -> tuple[str, str]:
     return "", spec
 
 
+def check_backend_options(spec: str, options: dict[str, Any]) -> None:
+    """The backend ``spec`` names exists and accepts ``options``: checked before any work."""
+    from pydantic import ValidationError
+
+    from captionkit.captioners import registry
+
+    name, _ = registry.parse_spec(spec)
+    try:
+        registry.get_backend(name).Options(**options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "options"
+        raise ConfigError(f"backend '{name}' (--model {spec}): {where}: {first['msg']}") from None
+
+
 def command(
     dataset: str = typer.Argument(
         ...,
@@ -43,8 +59,14 @@ def command(
         "-c",
         help="JSONL/CSV/COCO-results file of captions to score (repeatable; NAME=FILE).",
     ),
+    option: list[str] = typer.Option(
+        None,
+        "--option",
+        "-o",
+        help="Backend option KEY=VALUE for the --model runs (repeatable), as in `captionkit caption`.",
+    ),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write a report: .html, .md or .json."
+        None, "--output", help="Write a report: .html, .md or .json (checked before any work)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     metrics: list[str] = typer.Option(
@@ -78,10 +100,19 @@ def command(
     """Score captions with BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE, CLIPScore and CHAIR."""
     from rich.console import Console
 
+    from captionkit.cli.caption import parse_options
+    from captionkit.cli.display import markup
+    from captionkit.cli.prechecks import check_output_file
     from captionkit.eval.candidates import load_candidates
     from captionkit.eval.datasets import load_dataset
     from captionkit.eval.evaluate import DEFAULT_ALL, evaluate
-    from captionkit.eval.report import differences_lines, render_table, to_json, write_report
+    from captionkit.eval.report import (
+        check_report_path,
+        differences_lines,
+        render_table,
+        to_json,
+        write_report,
+    )
 
     console = Console(stderr=True) if as_json else Console()
     if not console.is_terminal:  # piped output: do not squeeze the table into 80 columns
@@ -89,6 +120,20 @@ def command(
     warn = Console(stderr=True)
     if not model and not candidates:
         raise ConfigError("nothing to score: give --model SPEC and/or --candidates FILE")
+    for pair in option or []:
+        if "=" not in pair and Path(pair).suffix.lower() in {".html", ".htm", ".md", ".json"}:
+            raise ConfigError(
+                f"-o is now --option KEY=VALUE (backend options); write the report with "
+                f"--output {pair}"
+            )
+    options = parse_options(option or [])
+    if options and not model:
+        raise ConfigError("-o/--option sets backend options of --model runs; no --model given")
+    for spec in model or []:  # a typo in the second model must not wait for the first's run
+        check_backend_options(_named(spec)[1], options)
+    if output is not None:  # a report that cannot be written must not wait for the scores
+        check_report_path(output)
+        check_output_file(output, "--output")
     ds = load_dataset(dataset, split, image_root=image_root).limit(limit)
     if not ds.items:
         raise ConfigError(
@@ -116,14 +161,20 @@ def command(
         for spec in model:
             name, backend = _named(spec)
             name = name or backend
-            warn.print(f"captioning {len(paths)} images with {backend} ...")
+            warn.print(f"captioning {len(paths)} images with {markup(backend)} ...")
             results = caption(
-                paths, model=backend, style=style, batch_size=batch_size, force=force, progress=True
+                paths,
+                model=backend,
+                style=style,
+                batch_size=batch_size,
+                force=force,
+                progress=True,
+                **options,
             )
             caps = {it.key: r.text for it, r in zip(ds.items, results, strict=True) if r.ok}
             failed = len(paths) - len(caps)
             if failed:
-                warn.print(f"[yellow]{name}: {failed} image(s) failed and are left out[/]")
+                warn.print(f"[yellow]{markup(name)}: {failed} image(s) failed and are left out[/]")
             systems[name] = caps
             cached = sum(r.cached for r in results)
             sources[name] = f"model {backend}" + (f" ({cached} from store)" if cached else "")
@@ -153,14 +204,14 @@ def command(
         bootstrap_samples=bootstrap,
         seed=seed,
         sources=sources,
-        warn=lambda msg: warn.print(f"[yellow]{msg}[/]"),
+        warn=lambda msg: warn.print(f"[yellow]{markup(msg)}[/]"),
     )
     console.print(render_table(report))
     for line in differences_lines(report):
-        console.print(line)
+        console.print(markup(line))
     if output is not None:
         path = write_report(report, output, examples)
-        console.print(f"report written to {path}")
+        console.print(f"report written to {markup(path)}")
     if as_json:
         json.dump(to_json(report), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -33,12 +33,16 @@ def command(
 ) -> None:
     """Print the grounded facts of IMAGE (objects, colours, relations, setting, text)."""
     from captionkit.captioners.registry import create
-    from captionkit.errors import InputError
+    from captionkit.cli.display import plain
+    from captionkit.cli.prechecks import check_image_output
+    from captionkit.errors import InputError, OutputError
     from captionkit.inputs.decode import decode_image
     from captionkit.types import CaptionRequest
 
     if not image.is_file():
-        raise InputError(f"{image} is not a file; pass the path of one image")
+        raise InputError(f"{plain(image)} is not a file; pass the path of one image")
+    if draw is not None:  # before the detector loads: a drawing that cannot be saved is caught now
+        check_image_output(draw, "--draw")
     pil = decode_image(image.read_bytes())
     captioner = create(
         "grounded",
@@ -55,8 +59,11 @@ def command(
     else:
         print_facts(facts, str(image))
     if draw is not None:
-        draw_facts(pil, facts).save(draw)
-        typer.echo(f"wrote {draw}", err=json_out)
+        try:
+            draw_facts(pil, facts).save(draw)
+        except OSError as exc:  # the folder changed since the check, or the disk is full
+            raise OutputError(f"cannot write --draw {plain(draw)}: {exc}") from None
+        typer.echo(f"wrote {plain(draw)}", err=json_out)
 
 
 def print_facts(facts: Facts, title: str = "") -> None:
@@ -66,14 +73,16 @@ def print_facts(facts: Facts, title: str = "") -> None:
 
     from captionkit.captioners.grounded.facts import setting_text
     from captionkit.captioners.grounded.grammar import join_list
+    from captionkit.cli.display import markup
 
     console = Console()
-    table = Table(title=f"{title} ({facts.width}x{facts.height})")
+    table = Table(title=f"{markup(title)} ({facts.width}x{facts.height})")
     for col in ("object", "score", "colours", "box (x1, y1, x2, y2)", "source"):
         table.add_column(col)
     for o in facts.objects:
         box = ", ".join(f"{v:.0f}" for v in o.box)
-        table.add_row(o.id, f"{o.score:.2f}", ", ".join(o.colours), box, o.source)
+        cells = (o.id, f"{o.score:.2f}", ", ".join(o.colours), box, o.source)
+        table.add_row(*(markup(c) for c in cells))
     console.print(table)
     lines: list[tuple[str, Any]] = [
         ("counts", join_list(facts.count_phrases()) or "nothing detected"),
@@ -87,7 +96,7 @@ def print_facts(facts: Facts, title: str = "") -> None:
         lines.append(("classifier", ", ".join(f"{n} {p:.2f}" for n, p in facts.scene.labels)))
     for name, value in lines:
         if value:
-            console.print(f"[bold]{name}:[/bold] {value}", highlight=False)
+            console.print(f"[bold]{name}:[/bold] {markup(value)}", highlight=False)
 
 
 def draw_facts(image: Image, facts: Facts) -> Image:

@@ -25,13 +25,18 @@ def backends(
     from rich.console import Console
     from rich.table import Table
 
+    from captionkit.cli.display import markup
+
     table = Table(title="captionkit backends (use --model NAME:MODEL)")
     for col in ("name", "ready", "install", "what"):
         table.add_column(col)
     for info in infos:
-        ready = "[green]yes[/green]" if info.available else f"[red]no[/red] ({info.problem})"
+        # Cells are rich markup: the hint's [extra] and a plugin's error text are not tags.
+        ready = (
+            "[green]yes[/green]" if info.available else f"[red]no[/red] ({markup(info.problem)})"
+        )
         install = f'pip install "captionkit[{info.extra}]"' if info.extra else "(core)"
-        table.add_row(info.name, ready, install, info.description)
+        table.add_row(markup(info.name), ready, markup(install), markup(info.description))
     Console().print(table)
 
 

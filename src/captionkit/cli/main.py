@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import typer
 
@@ -72,30 +73,48 @@ for _name, _module, _attr in GROUPS:
         app.add_typer(_group, name=_name)  # type: ignore[arg-type]
 
 
-def run() -> None:
-    """Console-script entry: user errors become one line on stderr and an exit code."""
+def _click_exceptions() -> Any:
+    """The exceptions module of the click that typer runs on.
+
+    Recent typer ships its own copy of click as ``typer._click`` (plain ``click`` is then no
+    dependency at all, and its exception classes are not the ones raised); older typer runs
+    on ``click`` itself.
+    """
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older typer
+        from click import exceptions
+    return exceptions
+
+
+def run(args: list[str] | None = None) -> None:
+    """Console-script entry: user errors become one line on stderr and an exit code.
+
+    Usage errors (unknown flag or command, a value out of range) print click's short usage,
+    a hint and one ``Error:`` line, exit 2. Bare ``captionkit`` prints the help and exits 2,
+    as click does for ``no_args_is_help`` since 8.2: no command was run, so scripts must not
+    read it as success.
+    """
     from captionkit.errors import CaptionkitError
 
+    clicks = _click_exceptions()
     try:
-        code = app(standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except CaptionkitError as exc:
         print(f"captionkit: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
+    except typer.Exit as exc:  # raised by commands, or by --help/--version
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("captionkit: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except clicks.ClickException as exc:  # usage errors, NoArgsIsHelpError
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # Ctrl-C or end of input at a prompt
+        print("captionkit: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

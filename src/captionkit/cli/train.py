@@ -74,6 +74,7 @@ def command(
 
     The result loads with: captionkit caption --model hf:OUTPUT IMAGES
     """
+    from captionkit.cli.prechecks import check_output_dir
     from captionkit.errors import ConfigError
     from captionkit.train.config import CONFIG_NAME, TrainConfig
     from captionkit.train.loop import run
@@ -130,6 +131,7 @@ def command(
             raise ConfigError("--data is required (a dataset file or folder)")
         config = TrainConfig(output=str(out), scst=scst, **given)
     config.extra["resume"] = resume
+    check_output_dir(out, "--output")  # before any model loads or an epoch runs
     result = run(config, echo=typer.echo)
     best = ""
     if result.best_metric is not None:

@@ -7,10 +7,17 @@
 Decoding runs ahead of the model in a bounded window, so the device never waits for JPEG
 decoding and memory never holds more than ``prefetch`` images. A failing batch is retried
 image by image, so one bad image (or one out-of-memory batch) costs only itself.
+
+Each batch is committed to the store before any sink sees it, so a kill between the two
+loses nothing: the rerun finds the captions in the store and hands them to the sinks again.
+Errors that no image can get past stop the run in one line: a sink that cannot write
+(``OutputError``, after the batch is committed) or a damaged or locked store (``StoreError``,
+after the batch in hand still reached the sinks).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections import deque
@@ -23,7 +30,12 @@ from captionkit.captioners.base import Captioner
 from captionkit.engine.progress import NullProgress, Progress
 from captionkit.engine.sinks import Sink
 from captionkit.engine.store import ResultStore, result_key
-from captionkit.errors import CaptionkitError, ImageDecodeError, MissingDependencyError
+from captionkit.errors import (
+    CaptionkitError,
+    ImageDecodeError,
+    MissingDependencyError,
+    StoreError,
+)
 from captionkit.inputs.decode import (
     DecodeLimits,
     content_hash,
@@ -227,8 +239,12 @@ class Runner:
                 if result.ok:
                     fresh.append((p.key, result))
             results.append(result)
+        store_error: StoreError | None = None
         if self.store is not None:
-            self.store.put_many(fresh)  # committed before any sink sees it
+            try:
+                self.store.put_many(fresh)  # committed before any sink sees it
+            except StoreError as exc:
+                store_error = exc  # still hand this batch to the sinks, then stop
         failed = cached = 0
         for p, result in zip(pending, results, strict=True):
             if result.ok:
@@ -253,6 +269,8 @@ class Runner:
         for sink in self.sinks:
             sink.flush()
         self.progress.advance(len(pending), failed=failed, cached=cached)
+        if store_error is not None:
+            raise store_error
 
     def _skippable(self, source: Source) -> bool:
         return bool(self.sinks) and all(s.already_done(source) for s in self.sinks)
@@ -268,6 +286,7 @@ class Runner:
         exhausted = False
         pending: list[_Prepared] = []
         n_todo = 0
+        complete = False
         try:
             while True:
                 # Images held = those decoding + those waiting for the batch: keep <= prefetch.
@@ -292,14 +311,30 @@ class Runner:
                     pending, n_todo = [], 0
             if pending:
                 self._finish_batch(pending, summary)
+            complete = True
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
             for fut in window:
                 fut.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
-            for sink in self.sinks:
-                sink.close()
+            close_error = self._close_sinks(complete)
             self.progress.close()
             summary.seconds = time.perf_counter() - start
+        if close_error is not None:
+            raise close_error
         return summary
+
+    def _close_sinks(self, complete: bool) -> CaptionkitError | None:
+        """Close every sink even when one fails; the first failure is returned, and raised
+        only if nothing else is already stopping the run (that error is the one to show)."""
+        first: CaptionkitError | None = None
+        for sink in self.sinks:
+            try:
+                if "complete" in inspect.signature(sink.close).parameters:
+                    sink.close(complete=complete)
+                else:  # a Sink written before close() took ``complete``
+                    sink.close()
+            except CaptionkitError as exc:
+                first = first or exc
+        return first

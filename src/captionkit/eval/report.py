@@ -75,10 +75,11 @@ def to_json(report: EvalReport) -> dict[str, Any]:
 
 def render_table(report: EvalReport):
     """A rich ``Table`` of corpus scores per system (CIDEr-D with its 95% interval)."""
+    from rich.markup import escape
     from rich.table import Table
 
     cols = _columns(report)
-    table = Table(title=f"{report.dataset}: {len(report.references)} images")
+    table = Table(title=f"{escape(report.dataset)}: {len(report.references)} images")
     table.add_column("system", no_wrap=True)
     for c in cols:
         table.add_column(c, justify="right", no_wrap=True)
@@ -87,7 +88,7 @@ def render_table(report: EvalReport):
     table.add_column("len", justify="right")
     for s in report.systems:
         values = s.summary()
-        row = [s.name]
+        row = [escape(s.name)]  # names come from file names and flags: never markup
         for c in cols:
             v = values.get(c)
             row.append("-" if v is None else f"{v:.3f}")
@@ -290,9 +291,27 @@ def to_markdown(report: EvalReport, assets: Path, examples: int = 12) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Report formats by suffix, and whether each draws charts (which need matplotlib).
+FORMATS = {".html": True, ".htm": True, ".md": True, ".json": False}
+
+
+def check_report_path(output: str | Path) -> Path:
+    """Refuse an output the report could not be written as, before any captioning or scoring:
+    an unknown suffix, or a charted format (HTML, Markdown) without matplotlib installed."""
+    from captionkit.errors import ConfigError, require
+
+    path = Path(output)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ConfigError(f"--output must end in .html, .md or .json (got '{path.name}')")
+    if FORMATS[suffix]:
+        require("matplotlib", "eval", f"the charts of a {suffix} report (or write .json)")
+    return path
+
+
 def write_report(report: EvalReport, output: str | Path, examples: int = 24) -> Path:
     """Write ``output`` as HTML (``.html``/``.htm``), Markdown (``.md``) or JSON (``.json``)."""
-    path = Path(output)
+    path = check_report_path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix in {".html", ".htm"}:
@@ -300,10 +319,6 @@ def write_report(report: EvalReport, output: str | Path, examples: int = 24) -> 
     elif suffix == ".md":
         assets = path.with_name(path.stem + "_files")
         path.write_text(to_markdown(report, assets, min(examples, 12)), encoding="utf-8")
-    elif suffix == ".json":
-        path.write_text(json.dumps(to_json(report), indent=2), encoding="utf-8")
     else:
-        from captionkit.errors import ConfigError
-
-        raise ConfigError(f"--output must end in .html, .md or .json (got {path.name})")
+        path.write_text(json.dumps(to_json(report), indent=2), encoding="utf-8")
     return path

@@ -107,3 +107,33 @@ def test_cli_rewrite_with_openai_compatible_server(fake_server, tmp_path, monkey
     assert text.requests[0].json["model"] == "smollm2"
     assert KEY not in result.output and KEY not in out.read_text()
     assert "authorization" not in text.requests[0].headers  # the OpenAI key stays with OpenAI
+
+
+def test_dry_run_needs_no_api_key(tmp_path):
+    """A dry run only estimates: it must not ask for a key it never sends (issue #11)."""
+    from captionkit.cli.main import app
+
+    photos(tmp_path)
+    for spec in ("openai:gpt-4o-mini", "gemini:gemini-2.5-flash", "anthropic:claude-haiku-4-5"):
+        result = CliRunner().invoke(
+            app,
+            ["caption", str(tmp_path), "--model", spec, "--dry-run",
+             "-o", "price_per_1k_input=0.001", "-o", "price_per_1k_output=0.002"],
+        )  # fmt: skip
+        assert result.exit_code == 0, (spec, result.output)
+        assert result.stdout.startswith("3 images (+1") and "cost ~" in result.stdout
+        assert "API key" not in result.output
+
+
+def test_missing_key_stops_the_run_before_any_request(fake_server, tmp_path):
+    import pytest
+
+    from captionkit.errors import BackendError
+
+    server = fake_server("openai")
+    captioner = load_captioner("openai:gpt-4o-mini", base_url=server.base_url)  # no key: fine
+    assert captioner.estimate([(800, 600)])["input_tokens"] > 0
+    with pytest.raises(BackendError, match="OPENAI_API_KEY") as info:
+        caption(photos(tmp_path), model=captioner, store=False)
+    assert "\n" not in str(info.value)
+    assert server.requests == []

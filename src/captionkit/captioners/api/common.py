@@ -198,10 +198,9 @@ class HostedCaptioner(Captioner):
                 f"{self.who} needs the server's URL: --base-url http://HOST:PORT/v1 "
                 "or OPENAI_BASE_URL"
             )
-        key = resolve_key(
-            self.opts.api_key, self.provider.env_vars, self.who, required=self.provider.key_required
-        )
-        self._headers = self.provider.headers(key)
+        # The key is resolved when the first request is about to be sent, not here: a dry run
+        # (which only estimates cost) and a rerun served from the results store need none.
+        self._headers: dict[str, str] | None = None
         self.client = APIClient(
             timeout=self.opts.timeout,
             retry=RetryPolicy(max_retries=self.opts.max_retries),
@@ -250,7 +249,22 @@ class HostedCaptioner(Captioner):
         top_p = dec.top_p if dec.top_p < 1.0 and not self.opts.omit_sampling else None
         return Sampling(max_tokens, temperature, top_p, (), dec.seed, n)
 
+    def headers(self) -> dict[str, str]:
+        """The request headers with the API key; a missing required key stops the run with
+        one line (BackendError) before anything is sent."""
+        with self._lock:
+            if self._headers is None:
+                key = resolve_key(
+                    self.opts.api_key,
+                    self.provider.env_vars,
+                    self.who,
+                    required=self.provider.key_required,
+                )
+                self._headers = self.provider.headers(key)
+            return self._headers
+
     def caption_batch(self, inputs: list[Any], request: CaptionRequest) -> list[CaptionOutput]:
+        self.headers()  # no key: fail the run here, not once per image in the threads below
         if len(inputs) <= 1:
             return [self._caption_one(x, request) for x in inputs]
         with ThreadPoolExecutor(min(self.opts.concurrency, len(inputs))) as pool:
@@ -259,7 +273,7 @@ class HostedCaptioner(Captioner):
     def _post(self, body: dict[str, Any]) -> Completion:
         url = self.provider.endpoint(self.base_url or "", self.model)
         try:
-            resp = self.client.post_json(url, body, headers=self._headers, final=fatal_quota)
+            resp = self.client.post_json(url, body, headers=self.headers(), final=fatal_quota)
         except TransportFailure as exc:
             raise transport_error(exc, self.who) from None
         completion = self.provider.parse(check(self.provider, resp, self.who))
