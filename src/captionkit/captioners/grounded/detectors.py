@@ -195,12 +195,15 @@ def load_detector(
     nms: float = 0.45,
     max_objects: int = 20,
     threads: int | None = None,
+    device: str = "auto",
 ) -> Detector:
     """Build a detector by kind; the weights load on first use (or on ``.load()``).
 
     ``weights`` is a local file (``ssd``: ignored; ``yolox``: an ONNX export with a
     1x3xSxS input; ``ultralytics``: a ``.pt`` file or a model name it knows).
     ``threads`` caps the intra-op threads, leaving cores to the engine's preprocessing.
+    ``device`` ("auto", "cpu", "cuda:1", ...) is used by ``ultralytics`` only: SSD (OpenCV
+    DNN) and YOLOX (onnxruntime's CPU provider) always run on the CPU.
     """
     kind = kind.strip().lower()
     if kind == "ssd":
@@ -217,6 +220,7 @@ def load_detector(
         from captionkit.captioners.grounded.detectors_ultralytics import UltralyticsDetector
 
         return UltralyticsDetector(
-            weights=weights, conf=conf, nms=nms, max_objects=max_objects, threads=threads
-        )
+            weights=weights, device=device, conf=conf, nms=nms, max_objects=max_objects,
+            threads=threads,
+        )  # fmt: skip
     raise ConfigError(f"unknown detector '{kind}'; choose one of: {', '.join(DETECTOR_KINDS)}")

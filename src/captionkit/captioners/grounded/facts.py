@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -317,21 +317,43 @@ def _box_area(b: tuple[float, ...]) -> float:
     return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
 
 
-def setting_text(scene: SceneFact | None) -> str:
-    """ "outdoors, probably a beach, daytime, natural light" (hedged by confidence)."""
+class SettingPart(NamedTuple):
+    """One claim about the setting and the hedge its confidence calls for.
+
+    Kept apart so each reader composes the hedge once: a list of facts says "probably
+    indoors", a sentence must not wrap that in another hedge ("appears to be probably").
+    """
+
+    kind: str  # "where", "place", "time" or "lighting"
+    text: str  # "indoors", "beach", "daytime", "bright light"
+    hedge: str = ""  # "", "probably" or "possibly"
+
+    def __str__(self) -> str:
+        return f"{self.hedge} {self.text}".strip()
+
+
+def setting_parts(scene: SceneFact | None) -> list[SettingPart]:
+    """Indoor/outdoor, place, time and lighting, each hedged by its own confidence."""
     if scene is None:
-        return ""
+        return []
     parts = []
     if scene.indoor is not None and scene.indoor_confidence >= SCENE_MIN:
         where = "indoors" if scene.indoor else "outdoors"
-        parts.append(where if scene.indoor_confidence >= SCENE_SURE else f"probably {where}")
+        sure = scene.indoor_confidence >= SCENE_SURE
+        parts.append(SettingPart("where", where, "" if sure else "probably"))
     if scene.place:
-        parts.append(scene.place if not scene.hedged else f"possibly {scene.place}")
+        parts.append(SettingPart("place", scene.place, "possibly" if scene.hedged else ""))
     if scene.time_of_day:
-        parts.append(scene.time_of_day)
+        parts.append(SettingPart("time", scene.time_of_day))
     if scene.lighting:
-        parts.append(f"{scene.lighting} light" if "light" not in scene.lighting else scene.lighting)
-    return ", ".join(parts)
+        light = scene.lighting if "light" in scene.lighting else f"{scene.lighting} light"
+        parts.append(SettingPart("lighting", light))
+    return parts
+
+
+def setting_text(scene: SceneFact | None) -> str:
+    """ "outdoors, possibly beach, daytime, natural light" (each part hedged once)."""
+    return ", ".join(str(p) for p in setting_parts(scene))
 
 
 def facts_to_text(facts: Facts) -> str:

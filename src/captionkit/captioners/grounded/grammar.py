@@ -6,6 +6,8 @@ and an NLP dependency such as `inflect` would be a large install for four functi
 
 from __future__ import annotations
 
+import re
+
 from captionkit.captioners.grounded.coco_words import pluralise
 
 NUMBER_WORDS = (
@@ -68,3 +70,42 @@ def sentence(text: str) -> str:
         return text
     text = text[0].upper() + text[1:]
     return text if text[-1] in ".!?" else text + "."
+
+
+#: Hedging verbs and adverbs. One hedge per claim reads as honest uncertainty; two stacked
+#: on one claim ("appears to be probably indoors") read as a machine unsure of its grammar.
+HEDGE_VERBS = (
+    r"(?:appears?|seems?|looks?) to be|(?:appears?|seems?|looks?) like|"
+    r"(?:may|might|could) (?:well )?be"
+)
+HEDGE_ADVERBS = r"probably|possibly|maybe|perhaps|likely|apparently|presumably|seemingly"
+_STACKED = re.compile(
+    rf"\b(?P<first>{HEDGE_VERBS}|{HEDGE_ADVERBS}),?\s+(?:{HEDGE_ADVERBS})\b",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])(\s+)")
+
+
+def collapse_hedges(text: str) -> str:
+    """Keep the first of two stacked hedges: "appears to be probably indoors" -> "appears to
+    be indoors", "probably maybe" -> "probably". For text we do not compose ourselves (an
+    LLM's), where the hedge cannot be fixed where it is made."""
+    previous = None
+    while previous != text:  # "seems to be probably possibly x": one hedge per pass
+        previous = text
+        text = _STACKED.sub(lambda m: m.group("first"), text)
+    return text
+
+
+def dedupe_sentences(text: str) -> str:
+    """Drop a sentence that repeats an earlier one (case and spacing aside); the spacing
+    between the sentences kept is left as it was."""
+    pieces = _SENTENCE_END.split(text.strip())  # sentence, gap, sentence, gap, ...
+    seen: set[str] = set()
+    out: list[str] = []
+    for i in range(0, len(pieces), 2):
+        key = " ".join(pieces[i].lower().split())
+        if key and key not in seen:
+            seen.add(key)
+            out += [pieces[i - 1] if out else "", pieces[i]]
+    return "".join(out)

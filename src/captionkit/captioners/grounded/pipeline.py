@@ -69,6 +69,9 @@ class GroundedOptions(BackendOptions):
     faithful: bool = True
     max_side: int = Field(1024, ge=64, description="larger images are shrunk to this first")
     threads: int | None = Field(None, ge=1, description="CPU threads per vision model")
+    device: str = Field(
+        "auto", description="auto, cpu, cuda, cuda:1, mps (ultralytics only; SSD/YOLOX: CPU)"
+    )
 
 
 class GroundedCaptioner(Captioner):
@@ -78,7 +81,7 @@ class GroundedCaptioner(Captioner):
     description: ClassVar[str] = "offline: object detector + scene + OCR facts, template/LLM writer"
     Options: ClassVar[type[BackendOptions]] = GroundedOptions
     default_batch_size: ClassVar[int] = 8
-    version: ClassVar[str] = "2"  # 2: template phrasing of the CIDEr 0.252 tuning
+    version: ClassVar[str] = "3"  # 3: relations and sentences deduplicated, hedged once
 
     options: GroundedOptions
 
@@ -113,7 +116,7 @@ class GroundedCaptioner(Captioner):
             "_detector",
             lambda: load_detector(
                 o.detector, o.detector_weights, conf=o.conf, max_objects=o.max_objects,
-                threads=o.threads,
+                threads=o.threads, device=o.device,
             ),
         )  # fmt: skip
 

@@ -19,6 +19,10 @@ from typing import Any
 Box = tuple[float, float, float, float]
 
 PREDICATES = ("left of", "right of", "above", "below", "on top of", "next to", "in front of")
+#: Predicates stated the other way round: "A right of B" says the same as "B left of A".
+INVERSE = {"right of": "left of", "below": "above"}
+#: Predicates whose subject and object can swap without changing the meaning.
+SYMMETRIC = ("next to",)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,22 @@ class Relation:
 
     def text(self) -> str:
         return f"{self.subject} is {self.predicate} {self.object}"
+
+
+def relation_key(subject: str, predicate: str, obj: str) -> tuple[str, str, str]:
+    """One key per statement a caption can make about two *kinds* of object.
+
+    Captions name classes, not instances, so ``person_1 right of boat_1`` and ``person_2
+    right of boat_3`` both read "The person is to the right of the boat", and ``boat_1 left
+    of person_1`` says it again the other way round; for two objects of one class, "left of"
+    and "right of" are the same sentence ("One person is to the left of another"). Relations
+    with equal keys are duplicates for anyone who reads the caption.
+    """
+    if predicate in INVERSE:
+        subject, predicate, obj = obj, INVERSE[predicate], subject
+    if predicate in SYMMETRIC and obj < subject:
+        subject, obj = obj, subject
+    return subject, predicate, obj
 
 
 def _clip01(x: float) -> float:
@@ -127,6 +147,8 @@ def salient_relations(
 
     ``objects`` are ``(id, label, box)``. The more salient object is the subject, except for
     "on top of" and "in front of", which are tried both ways since they are not symmetric.
+    A relation that says what an earlier one already said about the same classes (see
+    :func:`relation_key`) is skipped, so the ``max_relations`` slots hold distinct statements.
     """
     order = salience_order(objects)[:top_objects]
     found: list[tuple[int, float, Relation]] = []
@@ -146,4 +168,8 @@ def salient_relations(
             continue
         found.append((rank, best[1], Relation(a[0], best[0], b[0], best[1])))
     found.sort(key=lambda t: (t[0], -t[1]))
-    return [r for _, _, r in found[:max_relations]]
+    label = {o[0]: o[1] for o in objects}
+    kept: dict[tuple[str, str, str], Relation] = {}
+    for _, _, r in found:
+        kept.setdefault(relation_key(label[r.subject], r.predicate, label[r.object]), r)
+    return list(kept.values())[:max_relations]

@@ -70,7 +70,13 @@ def yolox_nano_weights() -> Path:
     from captionkit.http import download
 
     try:
-        data = download(YOLOX_NANO_URL, max_bytes=_MAX_DOWNLOAD, timeout=60.0, accept_prefix="")
+        data = download(
+            YOLOX_NANO_URL,
+            max_bytes=_MAX_DOWNLOAD,
+            timeout=60.0,
+            total_timeout=600.0,
+            accept_prefix="",
+        )
     except InputError as exc:
         raise ModelLoadError(
             f"could not download YOLOX-nano weights ({exc}); {WEIGHTS_HINT}"

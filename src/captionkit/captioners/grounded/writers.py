@@ -14,9 +14,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from captionkit.captioners.grounded.coco_words import display_name, pluralise
-from captionkit.captioners.grounded.facts import Facts, ObjectFact
+from captionkit.captioners.grounded.facts import Facts, ObjectFact, setting_parts
 from captionkit.captioners.grounded.grammar import (
+    collapse_hedges,
     counted,
+    dedupe_sentences,
     join_list,
     number_word,
     sentence,
@@ -30,6 +32,7 @@ from captionkit.captioners.grounded.phrasebook import (
     PLACE_PHRASES,
     WEARING,
 )
+from captionkit.captioners.grounded.relations import relation_key
 from captionkit.styles import finish, get_style
 
 if TYPE_CHECKING:
@@ -237,6 +240,62 @@ def nearby(facts: Facts, label: str) -> str | None:
     return counted(display_name(best.label), 1)
 
 
+#: How a sentence says a predicate where the bare form is not English ("is left of").
+PREDICATE_PHRASES = {"left of": "to the left of", "right of": "to the right of"}
+#: Time and lighting words as a sentence's adverbials.
+TIME_PHRASES = {"daytime": "during the day", "night": "at night", "dusk": "at dusk"}
+LIGHT_PHRASES = {"backlit": "against the light"}
+
+
+def relation_sentences(facts: Facts, limit: int = 2) -> list[str]:
+    """At most ``limit`` sentences about how objects stand, none saying the same thing twice.
+
+    Facts built by this version hold no duplicates (see ``relations.relation_key``), but
+    facts read back from older JSON may, so the writer checks again at the level it writes.
+    """
+    said: set[tuple[str, str, str]] = set()
+    out = []
+    for rel in facts.relations:
+        a, b = facts.by_id(rel.subject), facts.by_id(rel.object)
+        if not (a and b):
+            continue
+        key = relation_key(a.label, rel.predicate, b.label)
+        if key in said:
+            continue
+        said.add(key)
+        predicate = PREDICATE_PHRASES.get(rel.predicate, rel.predicate)
+        if a.label == b.label:
+            out.append(sentence(f"One {a.name} is {predicate} another"))
+        else:
+            out.append(sentence(f"The {a.name} is {predicate} the {b.name}"))
+        if len(out) == limit:
+            break
+    return out
+
+
+def setting_sentence(facts: Facts) -> str:
+    """ "The setting appears to be outdoors, on the beach, during the day." — hedged once.
+
+    Parts the scene model is unsure of carry their own "probably"/"possibly"; the sentence
+    only says "appears to be" when no part does, so no claim is hedged twice.
+    """
+    parts = setting_parts(facts.scene)
+    if not parts:
+        return ""
+    words = []
+    for p in parts:
+        text = p.text
+        if p.kind == "place":
+            text = PLACE_PHRASES.get(text, f"in a {text}")
+        elif p.kind == "time":
+            text = TIME_PHRASES.get(text, text)
+        elif p.kind == "lighting":
+            text = LIGHT_PHRASES.get(p.text.removesuffix(" light"), f"in {text}")
+        words.append(f"{p.hedge} {text}".strip())
+    verb = "is" if any(p.hedge for p in parts) else "appears to be"
+    return sentence(f"The setting {verb} {', '.join(words)}")
+
+
 class TemplateWriter:
     """Deterministic captions from facts, one sentence shape per style.
 
@@ -284,23 +343,14 @@ class TemplateWriter:
 
     # -- styles --------------------------------------------------------------------------
     def detailed(self, facts: Facts) -> str:
-        from captionkit.captioners.grounded.facts import setting_text
-
         parts = [self.short_variants(facts)[0]]
         if len(facts.counts) > 1:
             parts.append(sentence(f"The image shows {join_list(facts.count_phrases())}"))
-        for rel in facts.relations[:2]:
-            a, b = facts.by_id(rel.subject), facts.by_id(rel.object)
-            if a and b and a.label == b.label:
-                parts.append(sentence(f"One {a.name} is {rel.predicate} another"))
-            elif a and b:
-                parts.append(sentence(f"The {a.name} is {rel.predicate} the {b.name}"))
-        setting = setting_text(facts.scene)
-        if setting:
-            parts.append(sentence(f"The setting appears to be {setting}"))
+        parts += relation_sentences(facts, limit=2)
+        parts.append(setting_sentence(facts))
         if facts.texts:
             parts.append(sentence(f"There is text reading '{facts.texts[0].text}'"))
-        return " ".join(parts)
+        return " ".join(p for p in dict.fromkeys(parts) if p)
 
     def alt_text(self, facts: Facts) -> str:
         text = self.short_variants(facts)[0]
@@ -321,8 +371,6 @@ class TemplateWriter:
         return f"{self.short_variants(facts)[0]} {' '.join(tags)}"
 
     def training(self, facts: Facts) -> str:
-        from captionkit.captioners.grounded.facts import setting_text
-
         tags = []
         for label, n in sorted(facts.counts.items(), key=lambda kv: -kv[1]):
             first = next(o for o in facts.objects if o.label == label)
@@ -334,8 +382,7 @@ class TemplateWriter:
                 tags.append(f"{number_word(n) if n < 5 else 'many'} {pluralise(name)}")
         if facts.surface:
             tags.append(facts.surface)
-        setting = setting_text(facts.scene)
-        tags += [s.replace("probably ", "").replace("possibly ", "") for s in setting.split(", ")]
+        tags += [p.text for p in setting_parts(facts.scene)]  # tags carry no hedges
         if not facts.objects:
             tags += facts.image_colours
         tags.append("photo")
@@ -354,10 +401,15 @@ class TemplateWriter:
                     "training": self.training,
                 }[style](facts)
             ]
-        return [finish(t, style) for t in texts[: max(1, n)]]
+        return [finish(tidy(t), style) for t in texts[: max(1, n)]]
 
     def write_batch(self, facts: list[Facts], style: str = "short", n: int = 1) -> list[list[str]]:
         return [self.write(f, style, n) for f in facts]
+
+
+def tidy(text: str) -> str:
+    """The last guard on any caption: no sentence twice, no hedge stacked on a hedge."""
+    return dedupe_sentences(collapse_hedges(text))
 
 
 class LLMWriter:
@@ -420,7 +472,7 @@ class LLMWriter:
             )
         out: list[list[str]] = []
         for i, f in enumerate(facts):
-            texts = [finish(prompts.clean_output(t), style) for t in raw[i * n : (i + 1) * n]]
+            texts = [finish(tidy(prompts.clean_output(t)), style) for t in raw[i * n : (i + 1) * n]]
             texts = [t for t in dict.fromkeys(texts) if t]
             if self.faithful:
                 texts = [t for t in texts if not hallucinated(t, f)]
