@@ -201,3 +201,58 @@ def test_florence2_gets_the_styles_task_token(tiny_florence2, monkeypatch):
         req = CaptionRequest(style=style, decoding=Decoding(max_new_tokens=4))
         assert all(o.candidates for o in _caption(captioner, req))
         assert seen == [[task] * 3]
+
+
+def test_git_continues_a_prompt_instead_of_closing_it(tiny_git, monkeypatch):
+    """GIT's tokenizer closes a prompt with [SEP]: sent as is, the model starts a new
+    sentence after it. The prompt reaches generate open-ended, and the caption continues it."""
+    captioner = create(f"hf:{tiny_git}")
+    tok = captioner.loaded.tokenizer
+    seen = []
+    real = captioner.loaded.model.generate
+    monkeypatch.setattr(
+        captioner.loaded.model,
+        "generate",
+        lambda **kw: seen.append(kw["input_ids"].clone()) or real(**kw),
+    )
+    req = CaptionRequest(prompt="a picture of", decoding=Decoding(max_new_tokens=4))
+    outputs = _caption(captioner, req)
+    closing = {tok.sep_token_id, tok.eos_token_id} - {None}
+    assert seen and all(int(ids[i, -1]) not in closing for ids in seen for i in range(len(ids)))
+    assert tok.convert_ids_to_tokens(seen[0][0].tolist())[-1] == "of"
+    assert all(o.candidates[0].text.lower().startswith("a picture of") for o in outputs)
+
+
+def test_florence2_honours_a_free_prompt(tiny_florence2, monkeypatch):
+    """A free --prompt is passed as written, never silently replaced by the style's task."""
+    captioner = create(f"hf:{tiny_florence2}")
+    processor_cls = type(captioner.loaded.processor)
+    seen = []
+    real = processor_cls._construct_prompts
+    monkeypatch.setattr(
+        processor_cls,
+        "_construct_prompts",
+        lambda self, text: seen.append(list(text)) or real(self, text),
+    )
+    prompt = "What is written on the sign?"
+    req = CaptionRequest(prompt=prompt, decoding=Decoding(max_new_tokens=4))
+    assert all(o.candidates for o in _caption(captioner, req))
+    assert seen == [[prompt] * 3]
+    seen.clear()
+    _caption(captioner, CaptionRequest(prompt="<OCR>", decoding=Decoding(max_new_tokens=4)))
+    assert seen == [["<OCR>"] * 3]
+
+
+def test_a_local_path_that_does_not_exist_says_so():
+    for spec in ("/no/such/dir", "./missing-model", "~/missing-model-xyz"):
+        with pytest.raises(ModelLoadError) as err:
+            create(f"hf:{spec}")
+        message = str(err.value)
+        assert "does not exist" in message and "downloaded" not in message, message
+
+
+def test_a_file_is_not_a_model_folder(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="is a file, not a model folder"):
+        create(f"hf:{weights}")

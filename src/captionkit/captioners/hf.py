@@ -7,13 +7,18 @@ checkpoint itself rather than from a list of model names:
   caption out. Their images are preprocessed in the engine's worker threads; a text prompt,
   where the model takes one, is a conditioning prefix (BLIP) or a task token (Florence-2).
 * **chat VLMs** (SmolVLM/Idefics3, Qwen2-VL, LLaVA, Phi-3.5-vision...): the processor carries a
-  chat template, so the style's instruction becomes a user turn next to the image.
+  chat template, so the style's instruction becomes a user turn next to the image. Templates
+  differ in what a turn may be (content parts, or a plain string as JoyCaption's): the form is
+  found once by rendering the template (:func:`probe_chat_form`), not from the model's name.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from captionkit.captioners.base import BackendOptions, Captioner
 from captionkit.styles import finish as finish_text
@@ -33,6 +38,23 @@ class HFOptions(BackendOptions):
     attn_implementation: str | None = None
     #: Keep the model's own wording (no style finishing such as the alt-text length cut).
     raw: bool = False
+    #: A system turn for chat VLMs whose model card uses one (JoyCaption: "You are a helpful
+    #: image captioner.").
+    system_prompt: str | None = None
+    #: Image-processor settings, passed where the processor takes them (a processor that does
+    #: not is an error). Qwen2-VL sizes images by pixel count: without max_pixels captionkit caps
+    #: images at 1024 image tokens (about 1 MP) instead of the published 16384.
+    min_pixels: int | None = Field(default=None, gt=0)
+    max_pixels: int | None = Field(default=None, gt=0)
+    #: Phi-3.5-vision's crop count (4 for several images, 16 for one; its processor's default).
+    num_crops: int | None = Field(default=None, gt=0)
+
+    def processor_options(self) -> dict[str, Any]:
+        return {
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
+            "num_crops": self.num_crops,
+        }
 
 
 class HFCaptioner(Captioner):
@@ -44,6 +66,8 @@ class HFCaptioner(Captioner):
     )
     Options = HFOptions
     default_batch_size = 8
+    #: 2: GIT continues a --prompt, Florence-2 honours a free --prompt, Qwen2-VL images capped.
+    version = "2"
 
     def __init__(self, model: str = "", options: HFOptions | None = None) -> None:
         from captionkit.errors import ConfigError
@@ -51,19 +75,22 @@ class HFCaptioner(Captioner):
         super().__init__(model, options)
         if not model:
             raise ConfigError("hf needs a model: --model hf:ORG/NAME or hf:/path/to/dir")
-        from captionkit.captioners.hf_loading import load_config, resolve_device
+        from captionkit.captioners.hf_loading import inspect_checkpoint, resolve_device
 
         opts: HFOptions = self.options  # type: ignore[assignment]
         # Fail fast on a wrong id or missing folder, but load the weights on first use: a
         # resumed run whose images are all in the results store then starts at once.
         resolve_device(opts.device)  # "--device cuda" without a GPU: say so before any work
-        config = load_config(
+        self.checkpoint = inspect_checkpoint(
             model, trust_remote_code=opts.trust_remote_code, revision=opts.revision
         )
-        self.model_type = getattr(config, "model_type", "")
+        self.model_type = self.checkpoint.model_type
         # Florence-2 reads task tokens ("<CAPTION>") rather than free text.
         self.uses_task_tokens = self.model_type == "florence2"
+        # GIT's processor closes a prompt with [SEP]; the model must continue the prompt.
+        self.continues_prompt = self.model_type == "git"
         self._loaded: LoadedModel | None = None
+        self._chat_form: ChatForm | None = None
         self._load_lock = threading.Lock()
 
     @property
@@ -87,6 +114,8 @@ class HFCaptioner(Captioner):
             trust_remote_code=opts.trust_remote_code,
             revision=opts.revision,
             attn_implementation=opts.attn_implementation,
+            processor_options=opts.processor_options(),
+            checkpoint=self.checkpoint,
         )
         if _has_chat_template(loaded) and loaded.tokenizer is not None:
             loaded.tokenizer.padding_side = "left"  # decoder-only batches must be left-padded
@@ -107,10 +136,11 @@ class HFCaptioner(Captioner):
 
     # -- CPU stage ---------------------------------------------------------------------
     def _text_prompt(self, request: CaptionRequest) -> str | None:
-        """The text a captioner is given: the user's prompt (a BLIP/GIT prefix), or the
-        Florence-2 task token that matches the style."""
+        """The text a captioner is given: the user's prompt (a BLIP/GIT prefix; for Florence-2
+        a task token or free text, passed as written), else the Florence-2 task token that
+        matches the style."""
         text = request.prompt
-        if self.uses_task_tokens and not (text or "").startswith("<"):
+        if self.uses_task_tokens and not text:
             text = get_style(request.style).florence_task
         return text
 
@@ -158,13 +188,31 @@ class HFCaptioner(Captioner):
 
         text = self._text_prompt(request)
         if self._joint_processing(request):
-            return self.loaded.processor(
+            batch = self.loaded.processor(
                 images=inputs, text=[text] * len(inputs), return_tensors="pt", padding=True
             )
+            return self._open_prompt(dict(batch)) if self.continues_prompt else batch
         batch: dict[str, Any] = {"pixel_values": torch.stack([x["pixel_values"] for x in inputs])}
         if text and self.loaded.tokenizer is not None:  # a prompt and no processor to apply it
             ids = self.loaded.tokenizer([text] * len(inputs), return_tensors="pt", padding=True)
             batch.update(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"])
+        return batch
+
+    def _open_prompt(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Drop the [SEP] the tokenizer closes a prompt with, so generation continues the
+        prompt ("a photo of" -> "a photo of a dog") instead of starting a new sentence."""
+        tok = self.loaded.tokenizer
+        ends = {t for t in (tok.sep_token_id, tok.eos_token_id) if t is not None}
+        ids = batch.get("input_ids")
+        if (
+            ids is not None
+            and ids.shape[1] > 1
+            and int(ids[0, -1]) in ends
+            and bool((ids[:, -1] == ids[0, -1]).all())
+        ):
+            batch["input_ids"] = ids[:, :-1]
+            if "attention_mask" in batch:
+                batch["attention_mask"] = batch["attention_mask"][:, :-1]
         return batch
 
     @property
@@ -175,17 +223,20 @@ class HFCaptioner(Captioner):
         and one prompt per call."""
         return getattr(self.loaded.processor, "image_token", None) is not None
 
+    @property
+    def chat_form(self) -> ChatForm:
+        """How this model's chat template wants a turn written, found once by rendering it."""
+        if self._chat_form is None:
+            opts: HFOptions = self.options  # type: ignore[assignment]
+            self._chat_form = probe_chat_form(self.loaded, opts.system_prompt)
+        return self._chat_form
+
     def _chat_inputs(self, images: list[Any], request: CaptionRequest) -> dict[str, Any]:
         instruction = request.prompt or get_style(request.style).instruction
         processor = self.loaded.processor
-        if self.structured_chat:
-            content: Any = [{"type": "image"}, {"type": "text", "text": instruction}]
-            templater = processor
-        else:
-            content = f"<|image_1|>\n{instruction}"
-            templater = self.loaded.tokenizer
-        messages = [{"role": "user", "content": content}]
-        prompt = templater.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        form = self.chat_form
+        opts: HFOptions = self.options  # type: ignore[assignment]
+        prompt = _one_bos(form.render(instruction, opts.system_prompt), self.loaded.tokenizer)
         if not self.structured_chat:
             return processor(prompt, images, return_tensors="pt")  # one image per call
         return processor(
@@ -214,7 +265,11 @@ class HFCaptioner(Captioner):
         gen = self._generation_kwargs(request)
         if request.decoding.seed is not None:
             torch.manual_seed(request.decoding.seed)
-        with torch.inference_mode():
+        from captionkit.captioners.hf_loading import transformers_log
+
+        # transformers' generation advice (attention masks, pad ids) is about calls captionkit
+        # makes, not something a user can act on: held and dropped, as before.
+        with torch.inference_mode(), transformers_log():
             out = lm.model.generate(**batch, **gen)
         sequences = out.sequences if hasattr(out, "sequences") else out
         scores = self._sequence_scores(out, gen) if request.num_captions > 1 else None
@@ -265,6 +320,107 @@ class HFCaptioner(Captioner):
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+PROBE = "captionkit-probe"
+
+
+@dataclass
+class ChatForm:
+    """One way of writing a chat turn that a model's template accepts.
+
+    ``structured``: content parts (``[{"type": "image"}, {"type": "text", ...}]``), the form of
+    LLaVA, Idefics3 and Qwen2-VL templates. Otherwise a string: JoyCaption's template calls
+    ``.replace`` on it and inserts the image tokens itself; others need ``image_tag`` written
+    into the string (``<image>``, Phi-3.5-vision's ``<|image_1|>``).
+    """
+
+    templater: Any
+    template: Any
+    structured: bool
+    image_tag: str = ""
+
+    def messages(self, instruction: str, system: str | None) -> list[dict[str, Any]]:
+        turns: list[dict[str, Any]] = []
+        if self.structured:
+            if system:
+                turns.append({"role": "system", "content": [{"type": "text", "text": system}]})
+            content: Any = [{"type": "image"}, {"type": "text", "text": instruction}]
+        else:
+            if system:
+                turns.append({"role": "system", "content": system})
+            content = f"{self.image_tag}\n{instruction}" if self.image_tag else instruction
+        turns.append({"role": "user", "content": content})
+        return turns
+
+    def render(self, instruction: str, system: str | None = None) -> str:
+        kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
+        if self.template is not None:
+            kwargs["chat_template"] = self.template
+        return self.templater.apply_chat_template(self.messages(instruction, system), **kwargs)
+
+
+def _renders(form: ChatForm, system: str | None = None) -> str | None:
+    """The rendered probe turn, or None when the template rejects that form."""
+    try:
+        text = form.render(PROBE, system)
+    except Exception:  # jinja errors: 'list object' has no attribute 'replace', raise_exception
+        return None
+    if not isinstance(text, str) or PROBE not in text or "'type':" in text:
+        return None  # a string-only template printed the content list as Python text
+    return text
+
+
+def probe_chat_form(lm: LoadedModel, system: str | None) -> ChatForm:
+    """Find the form of turn the template renders correctly, and check a system prompt fits.
+
+    Rendering is the robust probe: reading the template source for ``message['content']``
+    misses templates that branch on ``is string`` or pass content through macros.
+    """
+    from captionkit.errors import ConfigError, ModelLoadError
+
+    processor, tokenizer = lm.processor, lm.tokenizer
+    image_token = getattr(processor, "image_token", None)
+    template = getattr(processor, "chat_template", None) or getattr(
+        tokenizer, "chat_template", None
+    )
+    if image_token is None:  # remote-code processors: "<|image_1|>" in a string turn
+        candidates = [ChatForm(tokenizer, None, False, "<|image_1|>")]
+    else:
+        # A template kept only in tokenizer_config.json is handed to the processor explicitly.
+        own = getattr(processor, "chat_template", None)
+        structured = ChatForm(processor, None if own else template, True)
+        candidates = [structured, ChatForm(tokenizer, template, False, "")]
+    for form in candidates:
+        text = _renders(form)
+        if text is None:
+            continue
+        if form.structured and image_token not in text:
+            continue  # the template drops image parts: write the image token into a string
+        if not form.structured and image_token is not None and image_token not in text:
+            form.image_tag = image_token  # the template does not insert it: write it ourselves
+        if system and _renders(form, system) is None:
+            raise ConfigError(
+                "this model's chat template does not take a system turn: drop -o system_prompt"
+            )
+        return form
+    raise ModelLoadError(
+        "the model's chat template renders neither structured nor string content "
+        "(a user turn with an image and text)"
+    )
+
+
+def _one_bos(prompt: str, tokenizer: Any) -> str:
+    """Drop a template's leading BOS when the tokenizer adds its own: two BOS tokens make
+    Llama-3 models (JoyCaption) caption worse, and the processor tokenizes with specials."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos or not prompt.startswith(bos):
+        return prompt
+    try:
+        adds = tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    except Exception:  # a tokenizer that cannot say: leave the prompt as the template made it
+        return prompt
+    return prompt[len(bos) :] if adds else prompt
 
 
 def _has_chat_template(lm: LoadedModel) -> bool:

@@ -8,11 +8,18 @@ module here recognises one such layout from the raw ``config.json`` and loads it
 
 A module in :data:`MODULES` exposes:
 
-* ``model_type: str`` — the behaviour ``hf.py`` applies (``"florence2"``: task tokens; others: chat);
+* ``model_type: str`` — the behaviour ``hf.py`` applies (``"florence2"``: task tokens; others:
+  chat);
 * ``matches(config: dict) -> bool`` — is this raw ``config.json`` that layout?
 * ``load(model_id, config, *, device, dtype, revision) -> (model, processor)`` — the model (a
   ``GenerationMixin`` on ``device`` in ``dtype``, every checkpoint tensor loaded or a
   ``ModelLoadError``) and a processor with ``image_processor``/``tokenizer`` attributes.
+  ``load`` may also accept ``processor_options: dict`` (``-o num_crops=...``, ``min_pixels``,
+  ``max_pixels``: only those the user set); one that does not is refused a user's options with
+  a one-line ``ConfigError`` rather than given them silently.
+
+``hf_loading.inspect_checkpoint`` reads the raw config once (:func:`read_raw_config`), asks
+:func:`find`, and passes that same dict to ``load``.
 """
 
 from __future__ import annotations
