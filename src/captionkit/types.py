@@ -18,10 +18,16 @@ if TYPE_CHECKING:  # PIL is light, but keep the import graph of --help minimal
 
 @dataclass(frozen=True)
 class Decoding:
-    """Generation settings shared by every backend that decodes text.
+    """Generation settings: the one type every runtime that decodes text reads.
 
-    Backends ignore what they cannot honour (an API has no beams); the values are part of
-    the results-store key, so changing any of them recomputes rather than reusing.
+    Hugging Face captioners, the text LLMs (grounded writer, ``--rewrite``), hosted APIs and
+    training's validation all take a ``Decoding``; each runtime has one adapter that turns it
+    into its own arguments (``generate`` kwargs, a llama.cpp call, a provider's request body)
+    and ignores what it cannot honour (an API has no beams). The values are part of the
+    results-store key, so changing any of them recomputes rather than reusing.
+
+    ``do_sample=False`` is greedy (or beam search with ``num_beams > 1``) whatever
+    ``temperature`` says. It validates itself, so a bad value is one line wherever it is built.
     """
 
     max_new_tokens: int = 60
@@ -32,6 +38,44 @@ class Decoding:
     top_k: int = 0
     repetition_penalty: float = 1.0
     seed: int | None = None
+    #: Strings that end generation (text LLMs); captioners ignore them.
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        from captionkit.errors import ConfigError
+
+        checks = (
+            (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
+            (self.num_beams >= 1, "--num-beams must be at least 1"),
+            (0.0 <= self.temperature <= 100.0, "--temperature must be between 0 and 100"),
+            (not self.do_sample or self.temperature > 0, "--sample needs --temperature above 0"),
+            (0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
+            (self.top_k >= 0, "--top-k must be 0 (off) or more"),
+            (self.repetition_penalty > 0, "--repetition-penalty must be positive"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if not isinstance(self.stop, tuple):  # lists from JSON/config: keep it hashable
+            object.__setattr__(self, "stop", tuple(self.stop))
+
+    @property
+    def greedy(self) -> bool:
+        return not self.do_sample and self.num_beams == 1
+
+    def replace(self, **changes: Any) -> Decoding:
+        """A copy with ``changes`` applied (and validated)."""
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+    def key(self) -> dict[str, Any]:
+        """The fields that identify outputs, for fingerprints: an empty ``stop`` is left out
+        so results stored before it existed keep their keys."""
+        data = asdict(self)
+        if not data["stop"]:
+            del data["stop"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -48,9 +92,17 @@ class CaptionRequest:
     decoding: Decoding = field(default_factory=Decoding)
     language: str = "en"
 
+    def __post_init__(self) -> None:
+        if self.num_captions < 1:
+            from captionkit.errors import ConfigError
+
+            raise ConfigError("--num-captions must be at least 1")
+
     def fingerprint(self) -> str:
         """A stable digest of everything that changes the produced text."""
-        blob = json.dumps(asdict(self), sort_keys=True, default=str)
+        data = asdict(self)
+        data["decoding"] = self.decoding.key()
+        blob = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
