@@ -46,6 +46,17 @@ class Captioner(ABC):
     #: it is part of the results-store key, so stored captions of the old code are not reused.
     version: ClassVar[str] = "1"
 
+    # -- capabilities: declared here, read by the engine and every face, never probed ------
+    #: May two threads call :meth:`caption_batch` at once, each with its own request? (The
+    #: server's micro-batcher runs requests with different settings through one captioner.)
+    thread_safe: ClassVar[bool] = False
+    #: Does a free ``prompt`` reach the model? (False: the style alone decides the wording.)
+    accepts_prompt: ClassVar[bool] = True
+    #: Can it return ``num_captions > 1`` distinct, ranked candidates?
+    multiple_candidates: ClassVar[bool] = True
+    #: Does it send images to a paid service? (A key is needed; ``--dry-run`` estimates cost.)
+    hosted: ClassVar[bool] = False
+
     def __init__(self, model: str = "", options: BackendOptions | None = None) -> None:
         self.model = model
         self.options = options if options is not None else self.Options()
@@ -81,6 +92,18 @@ class Captioner(ABC):
         A failure specific to one image is returned as ``CaptionOutput.failed(...)``;
         raising fails the batch, and the engine then retries its images one by one.
         """
+
+    def estimate(
+        self, sizes: list[tuple[int, int]], request: CaptionRequest | None = None
+    ) -> dict[str, Any] | None:
+        """Tokens and cost of captioning images of ``sizes``, for ``--dry-run``/``--max-cost``:
+        ``{"input_tokens", "output_tokens", "cost"}`` (cost None without prices). None: the
+        backend runs locally and has no token cost."""
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        """Usage totals of the run so far (requests, tokens, cost) for the summary; {} = none."""
+        return {}
 
     def fingerprint(self) -> str:
         """What besides the request changes outputs (options), for the store key."""

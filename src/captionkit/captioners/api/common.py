@@ -179,6 +179,8 @@ class HostedCaptioner(Captioner):
     default_batch_size: ClassVar[int] = 16
     Options: ClassVar[type[BackendOptions]] = APIOptions
     provider_name: ClassVar[str] = ""
+    hosted: ClassVar[bool] = True
+    thread_safe: ClassVar[bool] = True  # requests are independent; usage totals take a lock
     #: Whether one request can return several candidates (OpenAI n, Gemini candidateCount).
     supports_n: ClassVar[bool] = True
     #: Base64 bytes allowed per image, and a pixel cap where the provider documents one.
