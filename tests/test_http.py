@@ -272,3 +272,29 @@ def test_malformed_json_is_none(server):
     client, _ = make_client()
     resp = client.post_json(f"{server.url}/v1/x", {})
     assert resp.status == 200 and resp.json() is None and json.loads('{"a":1}')
+
+
+def test_api_client_takes_an_httpx_transport():
+    """The seam provider tests use: a MockTransport answers in-process, and the client's
+    retries, Retry-After handling and headers run unchanged on top of it."""
+    import httpx
+
+    seen: list[httpx.Request] = []
+    answers = [
+        httpx.Response(429, json={}, headers={"retry-after": "2"}),
+        httpx.Response(200, json={"ok": 1}),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answers.pop(0)
+
+    client, waits = make_client(transport=httpx.MockTransport(handler))
+    resp = client.post_json("https://api.test/v1/x", {"a": 1}, headers={"x-k": "v"})
+    client.close()
+    assert (resp.status, resp.json(), resp.retries) == (200, {"ok": 1}, 1)
+    assert len(waits) == 1 and 2.0 <= waits[0] < 2.5
+    assert [str(r.url) for r in seen] == ["https://api.test/v1/x"] * 2
+    assert json.loads(seen[0].content) == {"a": 1} and seen[0].headers["x-k"] == "v"
+    assert seen[0].headers["user-agent"].startswith("captionkit/")
+    assert (client.requests, client.retries) == (2, 1)

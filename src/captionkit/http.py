@@ -29,16 +29,18 @@ USER_AGENT = f"captionkit/{__version__}"
 DEFAULT_TIMEOUT = 30.0
 
 
-def client(timeout: float = DEFAULT_TIMEOUT, **kwargs: object) -> httpx.Client:
-    """A configured ``httpx.Client`` (follows redirects, honours proxy environment variables)."""
+def client(
+    timeout: float = DEFAULT_TIMEOUT, *, headers: dict[str, str] | None = None, **kwargs: Any
+) -> httpx.Client:
+    """A configured ``httpx.Client`` (follows redirects, honours proxy environment variables);
+    ``kwargs`` go to ``httpx.Client`` (``limits``, ``transport``...)."""
     import httpx
 
-    headers = {"User-Agent": USER_AGENT, **dict(kwargs.pop("headers", {}) or {})}  # type: ignore[arg-type]
     return httpx.Client(
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         follow_redirects=True,
-        headers=headers,
-        **kwargs,  # type: ignore[arg-type]
+        headers={"User-Agent": USER_AGENT, **(headers or {})},
+        **kwargs,
     )
 
 
@@ -274,7 +276,10 @@ class APIClient:
         concurrency: int = 4,
         headers: dict[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``transport`` replaces the network (``httpx.MockTransport`` in tests: every
+        request answered in-process, exactly, with no socket); None is the real one."""
         import httpx
 
         self.timeout = timeout
@@ -287,6 +292,7 @@ class APIClient:
             timeout,
             headers=headers or {},
             limits=httpx.Limits(max_connections=self.concurrency * 2),
+            transport=transport,
         )
         self._lock = threading.Lock()
         self.requests = 0
@@ -311,9 +317,10 @@ class APIClient:
         Raises :class:`TransportFailure` when no answer came at all."""
         import httpx
         from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
+        from tenacity.wait import wait_base
 
         policy = self.retry
-        backoff = wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)
+        backoff: wait_base = wait_exponential(multiplier=policy.backoff, max=policy.max_backoff)
         if policy.jitter:
             backoff = backoff + wait_random(0, policy.jitter)
         attempts = 0

@@ -345,3 +345,23 @@ def test_fingerprint_ignores_key_and_limits():
     b = registry.create("openai:gpt-4o-mini", api_key="k2", concurrency=8, rpm=10)
     c = registry.create("openai:gpt-4o-mini", api_key="k1", detail="low")
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_capabilities_are_declared_not_probed(kind):
+    cls = registry.get_backend(kind)
+    assert cls.hosted and cls.thread_safe and cls.multiple_candidates and cls.accepts_prompt
+    assert not hasattr(cls, "supports_n")  # one attribute: multiple_candidates
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_flagged_options_are_marked_for_the_cli(kind):
+    fields = registry.get_backend(kind).Options.model_fields
+    marked = {
+        name: f.description
+        for name, f in fields.items()
+        if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("cli")
+    }
+    assert set(marked) == {"api_key", "base_url", "max_cost"}
+    assert "OPENAI_API_KEY" in marked["api_key"] and "/v1" in marked["base_url"]
+    assert "price_per_1k_input" in marked["max_cost"]

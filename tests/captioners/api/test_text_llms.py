@@ -14,6 +14,7 @@ from captionkit.llm.openai_compat import (
     OpenAILLM,
     RequestFailed,
 )
+from captionkit.types import Decoding
 
 CLASSES = {
     "openai": OpenAILLM,
@@ -83,3 +84,28 @@ def test_errors(fake_server):
     down.client.sleep = lambda s: None
     with pytest.raises(BackendError, match=r"cannot connect.*2 attempts.*server running"):
         down.chat([CONV], GenerationConfig())
+
+
+def test_exhausted_quota_stops_without_retries(fake_server):
+    """As for the captioners: a 429 for no credit is final, not retried four times."""
+    server = fake_server("openai")
+    quota = openai_error(
+        "You exceeded your current quota.", "insufficient_quota", "insufficient_quota"
+    )
+    server.queue(Reply(429, quota, {"retry-after": "1"}))
+    llm = OpenAILLM("gpt-4o-mini", base_url=server.base_url, api_key=KEY)
+    waits: list[float] = []
+    llm.client.sleep = waits.append
+    with pytest.raises(BackendError, match="exceeded your current quota"):
+        llm.chat([CONV], GenerationConfig())
+    assert waits == [] and len(server.requests) == 1
+    llm.close()
+
+
+def test_chat_takes_decoding_too(fake_server):
+    server = fake_server("anthropic")
+    llm = AnthropicLLM("claude-haiku-4-5", base_url=server.base_url, api_key=KEY)
+    assert llm.chat([CONV], Decoding(max_new_tokens=30, do_sample=True, temperature=0.4))
+    body = server.requests[0].json
+    assert (body["max_tokens"], body["temperature"]) == (30, 0.4)
+    llm.close()

@@ -1,2 +1,3 @@
 """Hosted and OpenAI-compatible vision APIs: ``openai:``, ``openai-compatible:``, ``gemini:``,
-``anthropic:``. Each module is one provider's request body; the shared loop is ``common``."""
+``anthropic:``. The shared loop is ``common``; each vendor's wire format is its
+:mod:`captionkit.providers` class, so a module here is only the vendor's option defaults."""

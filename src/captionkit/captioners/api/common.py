@@ -1,44 +1,43 @@
-"""What every hosted-API backend shares: options, image encoding, prompting, the parallel
-request loop, usage and cost.
+"""What every hosted-API captioner shares: options, prompting, the parallel request loop,
+usage and cost.
 
-A provider module only says how its request body looks (:meth:`HostedCaptioner.build_body`)
-and how many tokens an image costs; the HTTP, retry, rate-limit and parsing rules come from
-:mod:`captionkit.http` and :mod:`captionkit.llm.openai_compat`, shared with the text LLMs.
+The wire protocol (endpoint, auth, request bodies, parsing, error mapping) belongs to the
+vendor's :class:`~captionkit.providers.base.Provider`, shared with the HTTP text LLMs; a
+captioner module only names its provider and its option defaults.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import math
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from pydantic import Field, SecretStr
 
 from captionkit.captioners.base import BackendOptions, Captioner
 from captionkit.errors import ConfigError
-from captionkit.http import APIClient, RetryPolicy, TransportFailure
-from captionkit.llm.openai_compat import (
-    PROVIDERS,
-    Completion,
-    Provider,
-    RequestFailed,
-    Sampling,
-    check,
-    fatal_quota,
-    resolve_key,
-    transport_error,
-)
+from captionkit.providers import get_provider
+from captionkit.providers.base import CAPTION_SCHEMA, Provider, RequestFailed
+from captionkit.providers.images import EncodedImage, encode_image
 from captionkit.styles import STYLES, finish, get_style
-from captionkit.types import Candidate, CaptionOutput, CaptionRequest
+from captionkit.types import Candidate, CaptionOutput, CaptionRequest, Decoding
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+
+__all__ = [
+    "CAPTION_SCHEMA",
+    "APIOptions",
+    "EncodedImage",
+    "HostedCaptioner",
+    "encode_image",
+    "instruction_for",
+    "split_json",
+    "system_for",
+]
 
 DEFAULT_SYSTEM_PROMPT = (
     "You write captions for images. Reply with the requested text only: no preamble, no "
@@ -48,16 +47,6 @@ JSON_INSTRUCTION = (
     ' Reply with JSON: {"caption": the text asked for, "tags": 3 to 10 short lowercase tags '
     "naming what is visible}."
 )
-#: JSON Schema of the structured answer (OpenAI and Anthropic take it as is).
-CAPTION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "caption": {"type": "string"},
-        "tags": {"type": "array", "items": {"type": "string"}},
-    },
-    "required": ["caption", "tags"],
-    "additionalProperties": False,
-}
 #: Typical answer length per style, for cost estimates (billing counts what is produced).
 EXPECTED_OUTPUT_TOKENS = {
     "short": 30,
@@ -69,76 +58,46 @@ EXPECTED_OUTPUT_TOKENS = {
 
 
 class APIOptions(BackendOptions):
-    """Options shared by the hosted backends (``--api-key``, ``--base-url``, config entries)."""
+    """Options shared by the hosted backends. Fields marked ``"cli"`` are also flags of
+    ``captionkit caption`` (``--api-key``, ``--base-url``, ``--max-cost``); every field is a
+    ``-o name=value`` and a ``[backends.NAME]`` config entry."""
 
-    api_key: SecretStr | None = None
-    base_url: str | None = None
+    api_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Hosted APIs: the key (default: OPENAI_API_KEY / GEMINI_API_KEY / ANTHROPIC_API_KEY)."
+        ),
+        json_schema_extra={"cli": True, "cli_panel": "Model"},
+    )
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1.",
+        json_schema_extra={"cli": True, "cli_panel": "Model"},
+    )
     timeout: float = Field(60.0, gt=0, description="seconds per request")
     max_retries: int = Field(4, ge=0, le=20, description="retries on 429/5xx/timeouts")
     concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
     rpm: float | None = Field(None, gt=0, description="requests-per-minute limit")
     max_image_side: int = Field(2048, ge=64, description="longest side sent, in pixels")
     quality: int = Field(85, ge=30, le=100, description="JPEG quality of the sent image")
-    system_prompt: str | None = None
+    system_prompt: str | None = Field(None, description="replaces the default system prompt")
     json_output: bool = Field(False, description="ask for {caption, tags} structured output")
     max_tokens: int | None = Field(None, ge=1, description="output cap; default >= 1024")
-    temperature: float | None = Field(None, ge=0, le=2)
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="sent whatever --sample says (default: greedy, 0)"
+    )
     omit_sampling: bool = Field(False, description="send no temperature (models that refuse it)")
-    price_per_1k_input: float | None = Field(None, ge=0)
-    price_per_1k_output: float | None = Field(None, ge=0)
-    max_cost: float | None = Field(None, gt=0, description="stop spending past this amount")
-
-
-@dataclass(frozen=True)
-class EncodedImage:
-    """An image as sent: base64 JPEG/PNG within the provider's limits."""
-
-    mime: str
-    data: str
-    width: int
-    height: int
-
-    @property
-    def data_url(self) -> str:
-        return f"data:{self.mime};base64,{self.data}"
-
-
-def encode_image(
-    image: Image,
-    *,
-    max_side: int,
-    quality: int = 85,
-    max_pixels: int | None = None,
-    max_b64_bytes: int = 5 * 1024 * 1024,
-) -> EncodedImage:
-    """Resize to the provider's limits and re-encode as JPEG (RGB, transparency on white).
-
-    Sending what the provider would downscale anyway only costs upload time and tokens; a
-    body over its byte limit is refused outright, so quality and then size step down.
-    """
-    from PIL import Image as PILImage
-
-    img = image
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        img = PILImage.new("RGB", rgba.size, (255, 255, 255))
-        img.paste(rgba, mask=rgba.getchannel("A"))
-    elif img.mode != "RGB":
-        img = img.convert("RGB")
-    w, h = img.size
-    scale = min(1.0, max_side / max(w, h))
-    if max_pixels:
-        scale = min(scale, math.sqrt(max_pixels / (w * h)))
-    while True:
-        size = (max(1, int(w * scale)), max(1, int(h * scale)))  # floor: stay within limits
-        sized = img if size == img.size else img.resize(size, PILImage.Resampling.LANCZOS)
-        for q in (quality, *range(min(quality, 75) - 10, 39, -10)):
-            buf = io.BytesIO()
-            sized.save(buf, format="JPEG", quality=q, optimize=True)
-            data = base64.b64encode(buf.getvalue()).decode("ascii")
-            if len(data) <= max_b64_bytes:
-                return EncodedImage("image/jpeg", data, *sized.size)
-        scale *= 0.7
+    price_per_1k_input: float | None = Field(None, ge=0, description="price of 1000 input tokens")
+    price_per_1k_output: float | None = Field(None, ge=0, description="price of 1000 output tokens")
+    max_cost: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Hosted APIs: stop spending past this amount "
+            "(set prices with -o price_per_1k_input=...)."
+        ),
+        json_schema_extra={"cli": True, "cli_panel": "Run"},
+    )
 
 
 def instruction_for(request: CaptionRequest, json_output: bool) -> str:
@@ -172,7 +131,11 @@ def split_json(text: str) -> tuple[str, list[str] | None]:
 
 
 class HostedCaptioner(Captioner):
-    """Base of the API backends: each image is one request, a batch runs in parallel."""
+    """Base of the API backends: each image is one request, a batch runs in parallel.
+
+    A subclass names its vendor (``provider_name``, a key of :mod:`captionkit.providers`) and
+    its ``Options``; requests, parsing and errors are the vendor's :class:`Provider`'s.
+    """
 
     extra: ClassVar[str] = "api"
     requires: ClassVar[tuple[str, ...]] = ("httpx", "tenacity")
@@ -181,34 +144,30 @@ class HostedCaptioner(Captioner):
     provider_name: ClassVar[str] = ""
     hosted: ClassVar[bool] = True
     thread_safe: ClassVar[bool] = True  # requests are independent; usage totals take a lock
-    #: Whether one request can return several candidates (OpenAI n, Gemini candidateCount).
-    supports_n: ClassVar[bool] = True
-    #: Base64 bytes allowed per image, and a pixel cap where the provider documents one.
-    max_b64_bytes: ClassVar[int] = 15 * 1024 * 1024
-    max_pixels: ClassVar[int | None] = None
+    #: N candidates: one request where the vendor returns n (OpenAI n, Gemini
+    #: candidateCount), else N requests (``Provider.returns_n``).
+    multiple_candidates: ClassVar[bool] = True
 
     def __init__(self, model: str = "", options: BackendOptions | None = None) -> None:
         super().__init__(model, options)
-        self.opts: APIOptions = self.options  # type: ignore[assignment]
-        self.provider: Provider = PROVIDERS[self.provider_name]
+        # Captioner is not generic over its Options yet: the registry built cls.Options.
+        self.opts = cast(APIOptions, self.options)
         if not model:
             raise ConfigError(f"name a model: --model {self.provider_name}:MODEL")
-        self.who = f"{self.provider_name}:{model}"
-        self.base_url = self.provider.base_url(self.opts.base_url)
-        if not self.base_url:
-            raise ConfigError(
-                f"{self.who} needs the server's URL: --base-url http://HOST:PORT/v1 "
-                "or OPENAI_BASE_URL"
-            )
         # The key is resolved when the first request is about to be sent, not here: a dry run
         # (which only estimates cost) and a rerun served from the results store need none.
-        self._headers: dict[str, str] | None = None
-        self.client = APIClient(
+        self.provider: Provider = get_provider(self.provider_name)(
+            model,
+            base_url=self.opts.base_url,
+            api_key=self.opts.api_key,
             timeout=self.opts.timeout,
-            retry=RetryPolicy(max_retries=self.opts.max_retries),
-            rpm=self.opts.rpm,
+            max_retries=self.opts.max_retries,
             concurrency=self.opts.concurrency,
+            rpm=self.opts.rpm,
         )
+        self.who = self.provider.who
+        self.base_url = self.provider.base_url
+        self.client = self.provider.client
         # A batch waits for its slowest request (a retried 429, say), so batches hold several
         # rounds of requests per worker: the stragglers overlap with the rest of the batch.
         self.default_batch_size = max(16, 4 * self.opts.concurrency)  # type: ignore[misc]
@@ -217,15 +176,9 @@ class HostedCaptioner(Captioner):
         self.failed = 0
         self._reserved = 0.0
 
-    # -- what a provider module supplies ------------------------------------------------------
-    def build_body(
-        self, image: EncodedImage, system: str, instruction: str, sampling: Sampling, json_out: bool
-    ) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def image_tokens(self, width: int, height: int) -> int:
-        """Input tokens one image costs after the provider's own resizing (documented rule)."""
-        return math.ceil(width * height / 750)
+    def detail(self) -> str | None:
+        """The image-fidelity hint sent with each image (OpenAI's ``detail``); None: none."""
+        return None
 
     # -- the engine's side ---------------------------------------------------------------------
     def preprocess(self, image: Image, request: CaptionRequest) -> EncodedImage:
@@ -233,37 +186,33 @@ class HostedCaptioner(Captioner):
             image,
             max_side=self.opts.max_image_side,
             quality=self.opts.quality,
-            max_pixels=self.max_pixels,
-            max_b64_bytes=self.max_b64_bytes,
+            max_pixels=self.provider.max_pixels,
+            max_b64_bytes=self.provider.max_b64_bytes,
         )
 
-    def sampling(self, request: CaptionRequest, n: int) -> Sampling:
+    def decoding(self, request: CaptionRequest, n: int) -> Decoding:
+        """The request's decoding as this backend sends it: the ``temperature`` and
+        ``max_tokens`` options win; greedy unless sampling or several different candidates
+        were asked for; stop strings are the text LLMs' and are not sent."""
         dec = request.decoding
-        if self.opts.omit_sampling:
-            temperature = None
-        elif self.opts.temperature is not None:
+        if self.opts.temperature is not None:
             temperature = self.opts.temperature
-        else:  # greedy unless sampling was asked for or several different candidates are
+        else:
             temperature = dec.temperature if (dec.do_sample or n > 1) else 0.0
         # Reasoning models spend output tokens before answering, and billing counts only what
         # is produced, so the cap is generous; styles.finish() enforces each style's length.
         max_tokens = self.opts.max_tokens or max(dec.max_new_tokens, 1024)
-        top_p = dec.top_p if dec.top_p < 1.0 and not self.opts.omit_sampling else None
-        return Sampling(max_tokens, temperature, top_p, (), dec.seed, n)
+        return dec.replace(
+            max_new_tokens=max_tokens,
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else dec.temperature,
+            stop=(),
+        )
 
     def headers(self) -> dict[str, str]:
         """The request headers with the API key; a missing required key stops the run with
         one line (BackendError) before anything is sent."""
-        with self._lock:
-            if self._headers is None:
-                key = resolve_key(
-                    self.opts.api_key,
-                    self.provider.env_vars,
-                    self.who,
-                    required=self.provider.key_required,
-                )
-                self._headers = self.provider.headers(key)
-            return self._headers
+        return self.provider.headers()
 
     def caption_batch(self, inputs: list[Any], request: CaptionRequest) -> list[CaptionOutput]:
         self.headers()  # no key: fail the run here, not once per image in the threads below
@@ -272,22 +221,12 @@ class HostedCaptioner(Captioner):
         with ThreadPoolExecutor(min(self.opts.concurrency, len(inputs))) as pool:
             return list(pool.map(lambda x: self._caption_one(x, request), inputs))
 
-    def _post(self, body: dict[str, Any]) -> Completion:
-        url = self.provider.endpoint(self.base_url or "", self.model)
-        try:
-            resp = self.client.post_json(url, body, headers=self.headers(), final=fatal_quota)
-        except TransportFailure as exc:
-            raise transport_error(exc, self.who) from None
-        completion = self.provider.parse(check(self.provider, resp, self.who))
-        completion.usage["retries"] = resp.retries
-        return completion
-
     def _caption_one(self, image: EncodedImage, request: CaptionRequest) -> CaptionOutput:
         json_out = self.opts.json_output
         system = system_for(request, self.opts.system_prompt)
         instruction = instruction_for(request, json_out)
-        n = max(1, request.num_captions)
-        calls = [n] if self.supports_n else [1] * n
+        n = request.num_captions
+        calls = [n] if self.provider.returns_n else [1] * n
         estimate = self._estimate_cost(image.width, image.height, len(system) + len(instruction), n)
         usage = {"input_tokens": 0, "output_tokens": 0}
         retries = 0
@@ -297,11 +236,18 @@ class HostedCaptioner(Captioner):
             self._reserve(estimate)
             try:
                 for count in calls:
-                    body = self.build_body(
-                        image, system, instruction, self.sampling(request, count), json_out
+                    body = self.provider.image_body(
+                        image,
+                        system,
+                        instruction,
+                        self.decoding(request, count),
+                        n=count,
+                        send_sampling=not self.opts.omit_sampling,
+                        json_output=json_out,
+                        detail=self.detail(),
                     )
-                    completion = self._post(body)
-                    retries += completion.usage.pop("retries", 0)
+                    completion = self.provider.send(body)
+                    retries += completion.retries
                     for k in usage:
                         usage[k] += completion.usage.get(k, 0)
                     texts.extend(completion.texts)
@@ -359,10 +305,11 @@ class HostedCaptioner(Captioner):
     def _estimate_usage(
         self, width: int, height: int, prompt_chars: int, n: int, style: str
     ) -> dict[str, int]:
-        calls = 1 if self.supports_n else n
+        calls = 1 if self.provider.returns_n else n
         text_tokens = math.ceil(prompt_chars / 4) + 10  # ~4 characters a token, plus framing
+        image_tokens = self.provider.image_tokens(width, height, self.detail())
         return {
-            "input_tokens": calls * (self.image_tokens(width, height) + text_tokens),
+            "input_tokens": calls * (image_tokens + text_tokens),
             "output_tokens": n * EXPECTED_OUTPUT_TOKENS.get(style, 80),
         }
 
@@ -399,8 +346,9 @@ class HostedCaptioner(Captioner):
         n = max(1, request.num_captions)
         for w, h in sizes:
             scale = min(1.0, self.opts.max_image_side / max(w, h, 1))
-            if self.max_pixels and w * h:
-                scale = min(scale, math.sqrt(self.max_pixels / (w * h)))
+            max_pixels = self.provider.max_pixels
+            if max_pixels and w * h:
+                scale = min(scale, math.sqrt(max_pixels / (w * h)))
             est = self._estimate_usage(int(w * scale), int(h * scale), chars, n, request.style)
             for k in total:
                 total[k] += est[k]
@@ -427,4 +375,4 @@ class HostedCaptioner(Captioner):
         return json.dumps(data, sort_keys=True)
 
     def close(self) -> None:
-        self.client.close()
+        self.provider.close()
