@@ -188,3 +188,59 @@ def test_missing_input_fails_alone(tmp_path):
     results = caption([tmp_path / "nope.jpg", good], NAME, store=False)
     assert results[0].error == "no such file" and results[0].text is None
     assert results[1].ok
+
+
+# -- the config file and CAPTIONKIT_* reach the Python API too (issue #13) -------------------
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "captionkit.toml"
+    path.write_text(text)
+    return path
+
+
+def test_config_file_settings_and_backend_table_reach_caption(tmp_path, monkeypatch):
+    config = write_config(
+        tmp_path,
+        f'model = "{NAME}"\nstyle = "detailed"\nprefix = "cfg "\n[backends.fake]\ntag = "!"\n',
+    )
+    monkeypatch.setenv("CAPTIONKIT_CONFIG", str(config))
+    (r,) = caption(write_image(tmp_path / "a.png", "red"), store=False)
+    assert r.text == "cfg a red image!" and r.style == "detailed" and r.backend == NAME
+    assert last_fake().options == FakeOptions(tag="!")
+
+
+def test_explicit_arguments_beat_the_config_file(tmp_path):
+    config = write_config(
+        tmp_path, 'style = "detailed"\nbatch_size = 1\n[backends.fake]\ntag = "!"\n'
+    )
+    paths = [write_image(tmp_path / f"{c}.png", c) for c in ("red", "blue")]
+    results = caption(paths, NAME, store=False, config=config, style="short", tag="?", batch_size=2)
+    assert [r.text for r in results] == ["a red image?", "a blue image?"]
+    assert results[0].style == "short" and last_fake().batch_sizes == [2]
+
+
+def test_env_settings_reach_caption(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAPTIONKIT_TRIGGER_WORD", "ohwx")
+    monkeypatch.setenv("CAPTIONKIT_BACKENDS", '{"fake": {"tag": "."}}')
+    (r,) = caption(write_image(tmp_path / "a.png", "red"), NAME, store=False)
+    assert r.text == "ohwx, a red image."
+
+
+def test_config_store_path_is_used(tmp_path):
+    store = tmp_path / "cfg.sqlite"
+    config = write_config(tmp_path, f'store = "{store}"\n')
+    caption(write_image(tmp_path / "a.png", "red"), NAME, config=config)
+    assert store.is_file() and not default_store_path().exists()
+
+
+def test_load_captioner_honours_the_backend_table(tmp_path):
+    config = write_config(tmp_path, '[backends.fake]\ntag = "!"\nvariant = "v9"\n')
+    cap = load_captioner(NAME, config=config, tag="?")
+    assert cap.options == FakeOptions(tag="?", variant="v9")
+
+
+def test_a_loaded_captioner_with_options_is_refused(tmp_path):
+    cap = FakeCaptioner()
+    with pytest.raises(ConfigError, match="load_captioner"):
+        caption(write_image(tmp_path / "a.png", "red"), cap, store=False, tag="!")

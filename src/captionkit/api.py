@@ -1,8 +1,9 @@
 """The public Python API: :func:`load_captioner` and :func:`caption`.
 
-Both are thin faces on the engine (``captionkit.engine.runner``), the same flow the CLI
-drives, so a caption made from Python is stored, cached and reused exactly like one made
-from the command line.
+Both are thin faces on run assembly (:mod:`captionkit.session`) and the engine, the same flow
+the CLI drives: a caption made from Python honours the config file (top-level settings and
+``[backends.NAME]`` tables) and ``CAPTIONKIT_*`` exactly as the command line does, and is
+stored, cached and reused like one made there.
 """
 
 from __future__ import annotations
@@ -11,41 +12,43 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from captionkit.captioners import registry
 from captionkit.captioners.base import Captioner
-from captionkit.engine.runner import Runner, RunOptions
-from captionkit.engine.store import ResultStore, default_store_path
-from captionkit.errors import ConfigError
 from captionkit.inputs.sources import Source, is_url, iter_sources
-from captionkit.types import CaptionRequest, CaptionResult, Decoding
+from captionkit.session import build_run, execute, load, open_store
+from captionkit.types import CaptionResult, Decoding
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-_DEFAULT = object()
+__all__ = ["caption", "load_captioner", "open_store"]
+
+_DEFAULT: Any = object()
 
 
 def load_captioner(
-    spec: str = "grounded",
+    spec: str | None = None,
     *,
     rewrite: str | None = None,
     rewrite_options: dict[str, Any] | None = None,
+    config: str | Path | None = None,
     **options: Any,
 ) -> Captioner:
     """Build the backend that ``spec`` names (``hf:ORG/NAME``, ``grounded``, ``openai:MODEL``...).
 
-    ``options`` are validated against the backend's ``Options`` model. ``rewrite`` names a
-    text LLM (``smollm2``, ``hf:...``, ``openai-compatible:NAME``) that rewrites each
-    description into the requested style; ``rewrite_options`` (``base_url``, ``api_key``...)
-    go to that LLM.
+    ``spec`` defaults to the config file's ``model`` (else ``grounded``). ``options`` go on top
+    of the config file's ``[backends.NAME]`` table and are validated against the backend's
+    ``Options``. ``rewrite`` names a text LLM (``smollm2``, ``hf:...``,
+    ``openai-compatible:NAME``) that rewrites each description into the requested style;
+    ``rewrite_options`` (``base_url``, ``api_key``...) go to that LLM.
     """
-    captioner = registry.create(spec, **options)
-    if rewrite:
-        from captionkit.captioners.rewrite import RewriteCaptioner
-        from captionkit.llm import load_llm
-
-        captioner = RewriteCaptioner(captioner, load_llm(rewrite, **(rewrite_options or {})))
-    return captioner
+    run = build_run(
+        config=config,
+        model=spec,
+        options=options,
+        rewrite=rewrite,
+        rewrite_options=rewrite_options,
+    )
+    return load(run)
 
 
 def _sources(inputs: Any) -> Iterator[Source]:
@@ -63,74 +66,69 @@ def _sources(inputs: Any) -> Iterator[Source]:
             yield from iter_sources([str(item)])
 
 
-def open_store(store: Any) -> ResultStore | None:
-    """``None``/default -> the user-cache store; ``False`` or ``"none"`` -> no store."""
-    if store is False or (isinstance(store, str) and store.lower() == "none"):
-        return None
-    if store is None or store is True or store is _DEFAULT:
-        return ResultStore(default_store_path())
-    return ResultStore(store)
-
-
 def caption(
     inputs: str | Path | Image | Iterable[str | Path | Image],
-    model: str | Captioner = "grounded",
+    model: str | Captioner | None = None,
     *,
-    style: str = "short",
+    style: str | None = None,
     prompt: str | None = None,
     num_captions: int = 1,
     decoding: Decoding | None = None,
     batch_size: int | None = None,
-    store: str | Path | bool | None = _DEFAULT,  # type: ignore[assignment]
+    store: str | Path | bool | None = _DEFAULT,
     force: bool = False,
     progress: bool = False,
-    prefix: str = "",
-    suffix: str = "",
-    trigger_word: str = "",
+    prefix: str | None = None,
+    suffix: str | None = None,
+    trigger_word: str | None = None,
+    config: str | Path | None = None,
     **options: Any,
 ) -> list[CaptionResult]:
     """Caption files, folders, URLs or ``PIL.Image`` objects; results in input order.
 
-    A failed image has ``result.error`` set instead of raising, so one bad file never costs
-    the others. Pass a loaded :class:`Captioner` as ``model`` to reuse it across calls.
+    Arguments left out come from the config file and ``CAPTIONKIT_*`` (``model`` defaults to
+    ``grounded``, ``style`` to ``short``, the store to the user cache dir); ``options`` are
+    backend options on top of the file's ``[backends.NAME]`` table. A failed image has
+    ``result.error`` set instead of raising, so one bad file never costs the others. Pass a
+    loaded :class:`Captioner` as ``model`` to reuse it across calls (it is left open).
     """
     from captionkit.engine.progress import make_progress
-    from captionkit.styles import get_style
 
-    get_style(style)
-    if num_captions < 1:
-        raise ConfigError("num_captions must be at least 1")
-    request = CaptionRequest(
-        style=style, prompt=prompt, num_captions=num_captions, decoding=decoding or Decoding()
+    loaded = model if isinstance(model, Captioner) else None
+    run = build_run(
+        config=config,
+        options=options,
+        captioner=type(loaded) if loaded is not None else None,
+        model=None if loaded is not None else model,
+        style=style,
+        prompt=prompt,
+        num_captions=num_captions,
+        decoding=decoding,
+        batch_size=batch_size,
+        store=_store_setting(store),
+        force=force,
+        prefix=prefix,
+        suffix=suffix,
+        trigger_word=trigger_word,
     )
-    results_store = open_store(store)
-    try:
-        captioner = model if isinstance(model, Captioner) else load_captioner(model, **options)
-    except BaseException:
-        if results_store is not None:
-            results_store.close()
-        raise
-    runner = Runner(
-        captioner,
-        request,
-        store=results_store,
-        options=RunOptions(
-            batch_size=batch_size,
-            force=force,
-            collect=True,
-            prefix=prefix,
-            suffix=suffix,
-            trigger_word=trigger_word,
-        ),
+    outcome = execute(
+        run,
+        _sources(inputs),
+        sinks=[],
+        captioner=loaded,
         progress=make_progress(progress),
+        collect=True,
     )
-    try:
-        summary = runner.run(_sources(inputs))
-    finally:
-        if results_store is not None:
-            results_store.close()
-        if not isinstance(model, Captioner):
-            captioner.close()
-    if summary.interrupted:
+    if outcome.summary.interrupted:
         raise KeyboardInterrupt
-    return summary.results
+    return outcome.summary.results
+
+
+def _store_setting(store: Any) -> str | None:
+    """The API's ``store`` as a setting: left out or True -> not given (the config's, else the
+    user cache dir); False -> "none"; a path -> that path."""
+    if store is _DEFAULT or store is None or store is True:
+        return None
+    if store is False:
+        return "none"
+    return str(store)

@@ -1,6 +1,10 @@
 """Settings from one precedence order: command-line flags > ``CAPTIONKIT_*`` environment
 variables > the TOML config file > built-in defaults.
 
+This is the settings layer only; :func:`captionkit.session.build_run` puts a run together from
+it (and puts backend options given with ``-o`` or the API's ``**options`` on top), so every
+face (CLI, Python API, server) gets the same order.
+
 The config file is ``--config PATH``, else ``$CAPTIONKIT_CONFIG``, else
 ``<user config dir>/captionkit/config.toml`` when it exists. Its top-level keys are the
 fields below; a ``[backends.NAME]`` table holds options for one backend (an API key, a base

@@ -7,7 +7,7 @@ setting, text) and, with ``--draw``, renders the boxes and labels onto a copy of
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from captionkit.captioners.grounded.facts import Facts
+    from captionkit.captioners.grounded.pipeline import GroundedCaptioner
 
 #: Distinct, readable box colours, cycled per label.
 BOX_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6")
@@ -44,14 +45,17 @@ def command(
     if draw is not None:  # before the detector loads: a drawing that cannot be saved is caught now
         check_image_output(draw, "--draw")
     pil = decode_image(image.read_bytes())
-    captioner = create(
-        "grounded",
-        detector=detector,
-        detector_weights=detector_weights,
-        conf=conf,
-        scene=scene,
-        ocr=ocr,
-        palette=palette,
+    captioner = cast(
+        "GroundedCaptioner",
+        create(
+            "grounded",
+            detector=detector,
+            detector_weights=detector_weights,
+            conf=conf,
+            scene=scene,
+            ocr=ocr,
+            palette=palette,
+        ),
     )
     facts = captioner.facts_batch([captioner.preprocess(pil, CaptionRequest())])[0]
     if json_out:

@@ -58,8 +58,8 @@ def _options(name: str) -> None:
         default = (
             "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
         )
-        kind = info.annotation
-        kind = kind.__name__ if isinstance(kind, type) else str(kind)
+        annotation = info.annotation
+        kind = annotation.__name__ if isinstance(annotation, type) else str(annotation)
         for noise in ("typing.", "pydantic.types."):
             kind = kind.replace(noise, "")
         about = f"  {info.description}" if info.description else ""

@@ -26,13 +26,16 @@ app = typer.Typer(
 #: (command name, module, attribute, help). A module missing its attribute is skipped, so the
 #: CLI keeps working while a command group is being built.
 COMMANDS = [
-    ("caption", "captionkit.cli.caption", "command", None),
+    ("caption", "captionkit.cli.caption", "command", None),  # + backend flags: CLASSES
     ("backends", "captionkit.cli.info", "backends", None),
     ("styles", "captionkit.cli.info", "styles", None),
     ("facts", "captionkit.cli.facts", "command", None),
     ("eval", "captionkit.cli.eval", "command", None),
     ("train", "captionkit.cli.train", "command", None),
 ]
+#: Commands built by a click command class of their own: ``caption`` also takes every
+#: backend flag generated from the backends' Options (see ``cli.backend_flags``).
+CLASSES = {"caption": ("captionkit.cli.backend_flags", "BackendFlagsCommand")}
 GROUPS = [
     ("results", "captionkit.cli.results", "app"),
     ("data", "captionkit.cli.data", "app"),
@@ -54,7 +57,7 @@ def main(
     """captionkit: caption images from the command line."""
 
 
-def _load(module: str, attr: str) -> object | None:
+def _load(module: str, attr: str) -> Any:
     try:
         return getattr(importlib.import_module(module), attr)
     except ModuleNotFoundError as exc:
@@ -66,11 +69,12 @@ def _load(module: str, attr: str) -> object | None:
 for _name, _module, _attr, _help in COMMANDS:
     _fn = _load(_module, _attr)
     if _fn is not None:
-        app.command(_name, help=_help)(_fn)  # type: ignore[arg-type]
+        _cls = _load(*CLASSES[_name]) if _name in CLASSES else None
+        app.command(_name, help=_help, cls=_cls)(_fn)
 for _name, _module, _attr in GROUPS:
     _group = _load(_module, _attr)
     if _group is not None:
-        app.add_typer(_group, name=_name)  # type: ignore[arg-type]
+        app.add_typer(_group, name=_name)
 
 
 def _click_exceptions() -> Any:
@@ -81,19 +85,20 @@ def _click_exceptions() -> Any:
     on ``click`` itself.
     """
     try:
-        from typer._click import exceptions
+        return importlib.import_module("typer._click.exceptions")
     except ImportError:  # older typer
-        from click import exceptions
-    return exceptions
+        return importlib.import_module("click.exceptions")
 
 
 def run(args: list[str] | None = None) -> None:
     """Console-script entry: user errors become one line on stderr and an exit code.
 
-    Usage errors (unknown flag or command, a value out of range) print click's short usage,
-    a hint and one ``Error:`` line, exit 2. Bare ``captionkit`` prints the help and exits 2,
-    as click does for ``no_args_is_help`` since 8.2: no command was run, so scripts must not
-    read it as success.
+    ``captionkit.errors`` types (and Ctrl-C) are worded by :func:`captionkit.session.error_report`,
+    the one boundary every face uses. Usage errors (unknown flag or command, a value out of
+    range) print click's short usage, a hint and one ``Error:`` line, exit 2. Bare
+    ``captionkit`` prints the help and exits 2, as click does for ``no_args_is_help`` since
+    8.2: no command was run, so scripts must not read it as success. Anything else is a bug
+    and keeps its traceback.
     """
     from captionkit.errors import CaptionkitError
 
@@ -101,14 +106,15 @@ def run(args: list[str] | None = None) -> None:
     try:
         code = app(args=args, standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
-    except CaptionkitError as exc:
-        print(f"captionkit: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+    except (CaptionkitError, KeyboardInterrupt) as exc:
+        from captionkit.session import error_report
+
+        report = error_report(exc)
+        assert report is not None  # both kinds always have one
+        print(report.line(), file=sys.stderr)
+        sys.exit(report.exit_code)
     except typer.Exit as exc:  # raised by commands, or by --help/--version
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("captionkit: interrupted", file=sys.stderr)
-        sys.exit(130)
     except clicks.ClickException as exc:  # usage errors, NoArgsIsHelpError
         exc.show()
         sys.exit(exc.exit_code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -24,27 +25,15 @@ INHERITED = (
 )
 
 
+# fmt: off
 def command(
-    data: str = typer.Option(
-        None, "--data", help="Dataset: references.json, Flickr/COCO/Karpathy files, or a folder."
-    ),
+    data: str = typer.Option(None, "--data", help="Dataset: references.json, Flickr/COCO/Karpathy files, or a folder."),
     output: str = typer.Option(..., "--output", "-o", help="Run folder (model, checkpoints)."),
     encoder: str = typer.Option(None, "--encoder", help="HF vision encoder id or folder."),
     decoder: str = typer.Option(None, "--decoder", help="HF causal-LM decoder id or folder."),
-    init: str = typer.Option(
-        None, "--init", help="Continue from an encoder-decoder captioning checkpoint."
-    ),
-    freeze: list[str] = typer.Option(
-        None,
-        "--freeze",
-        help="encoder | decoder | decoder-except-last-N | cross-attention-only (repeatable).",
-    ),
-    scst: bool = typer.Option(
-        False,
-        "--scst",
-        help="Self-critical phase (CIDEr-D reward); continues from --init "
-        "or, without it, from the model in --output (written to OUTPUT/scst).",
-    ),
+    init: str = typer.Option(None, "--init", help="Continue from an encoder-decoder captioning checkpoint."),
+    freeze: list[str] = typer.Option(None, "--freeze", help="encoder | decoder | decoder-except-last-N | cross-attention-only (repeatable)."),
+    scst: bool = typer.Option(False, "--scst", help="Self-critical phase (CIDEr-D reward); continues from --init or, without it, from the model in --output (written to OUTPUT/scst)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs (default: 3)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Per-device batch (default: 16)."),
@@ -52,21 +41,15 @@ def command(
     label_smoothing: float = typer.Option(None, "--label-smoothing", help="(default: 0)."),
     grad_accum: int = typer.Option(None, "--grad-accum", help="Accumulation steps (default: 1)."),
     precision: str = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16."),
-    val_split: float = typer.Option(
-        None, "--val-split", help="Held-out image share when the data has no val split (0.1)."
-    ),
-    decoding: str = typer.Option(
-        None, "--decoding", help="Validation/default decoding: greedy | beam | nucleus."
-    ),
+    val_split: float = typer.Option(None, "--val-split", help="Held-out image share when the data has no val split (0.1)."),
+    decoding: str = typer.Option(None, "--decoding", help="Validation/default decoding: greedy | beam | nucleus."),
     num_beams: int = typer.Option(None, "--num-beams", help="Beams for --decoding beam (3)."),
     top_p: float = typer.Option(None, "--top-p", help="Nucleus mass for --decoding nucleus."),
     temperature: float = typer.Option(None, "--temperature", help="Sampling temperature."),
     max_length: int = typer.Option(None, "--max-length", help="Caption tokens (default: 40)."),
     scst_samples: int = typer.Option(None, "--scst-samples", help="Samples per image (5)."),
     augment: bool = typer.Option(False, "--augment", help="Random crop + flip (off by default)."),
-    save_every: int = typer.Option(
-        None, "--save-every", help="Epochs between checkpoints; 0: final model only (1)."
-    ),
+    save_every: int = typer.Option(None, "--save-every", help="Epochs between checkpoints; 0: final model only (1)."),
     seed: int = typer.Option(None, "--seed", help="Random seed (42)."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even if a GPU is present."),
 ) -> None:
@@ -75,39 +58,43 @@ def command(
     The result loads with: captionkit caption --model hf:OUTPUT IMAGES
     """
     from captionkit.cli.prechecks import check_output_dir
-    from captionkit.errors import ConfigError
-    from captionkit.train.config import CONFIG_NAME, TrainConfig
     from captionkit.train.loop import run
 
-    given = {
-        "data": data,
-        "encoder": encoder,
-        "decoder": decoder,
-        "init": init,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "label_smoothing": label_smoothing,
-        "grad_accum": grad_accum,
-        "precision": precision,
-        "val_split": val_split,
-        "decoding": decoding,
-        "num_beams": num_beams,
-        "top_p": top_p,
-        "temperature": temperature,
-        "max_length": max_length,
-        "scst_samples": scst_samples,
-        "save_every": save_every,
-        "seed": seed,
-    }
-    given = {k: v for k, v in given.items() if v is not None}
+    flags = dict(locals())
+    given = {k: v for k, v in flags.items() if k in _CONFIG_FLAGS and v is not None}
     if freeze:
         given["freeze"] = tuple(freeze)
     if augment:
         given["augment"] = True
     if cpu:
         given["device"] = "cpu"
-    out = Path(output)
+    config, out = _config(given, Path(output), scst=scst, resume=resume)
+    check_output_dir(out, "--output")  # before any model loads or an epoch runs
+    result = run(config, echo=typer.echo)
+    best = ""
+    if result.best_metric is not None:
+        best = f", best val CIDEr-D {result.best_metric:.3f} ({Path(str(result.best_checkpoint)).name})"
+    typer.echo(f"done: {result.global_step} steps{best}")
+    typer.echo(f"model saved to {result.output}; metrics in {result.output / 'metrics.csv'}")
+    typer.echo(f"caption with: captionkit caption --model hf:{result.output} IMAGES")
+# fmt: on
+
+
+#: The flags that are TrainConfig fields of the same name (None: not given).
+_CONFIG_FLAGS = frozenset(
+    "data encoder decoder init epochs batch_size lr label_smoothing grad_accum precision "
+    "val_split decoding num_beams top_p temperature max_length scst_samples save_every "
+    "seed".split()
+)
+
+
+def _config(given: dict[str, Any], out: Path, *, scst: bool, resume: bool) -> tuple[Any, Path]:
+    """The TrainConfig of this run and its folder: the flags given, over a resumed run's own
+    config or, for ``--scst``, over the teacher-forcing run it continues."""
+    from captionkit.errors import ConfigError
+    from captionkit.train.config import CONFIG_NAME, TrainConfig
+
+    init, encoder = given.get("init"), given.get("encoder")
     if scst and not init and not encoder and not resume:
         # the teacher-forcing run in --output is the starting point; keep it intact
         if not (out / "config.json").is_file():
@@ -131,11 +118,4 @@ def command(
             raise ConfigError("--data is required (a dataset file or folder)")
         config = TrainConfig(output=str(out), scst=scst, **given)
     config.extra["resume"] = resume
-    check_output_dir(out, "--output")  # before any model loads or an epoch runs
-    result = run(config, echo=typer.echo)
-    best = ""
-    if result.best_metric is not None:
-        best = f", best val CIDEr-D {result.best_metric:.3f} ({Path(result.best_checkpoint).name})"
-    typer.echo(f"done: {result.global_step} steps{best}")
-    typer.echo(f"model saved to {result.output}; metrics in {result.output / 'metrics.csv'}")
-    typer.echo(f"caption with: captionkit caption --model hf:{result.output} IMAGES")
+    return config, out

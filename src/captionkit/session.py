@@ -1,0 +1,601 @@
+"""Run assembly: one validated description of a run, built from every source of settings.
+
+Every face (the CLI, :func:`captionkit.caption`, later the HTTP server and the cluster driver)
+builds its run with :func:`build_run` and drives it with :func:`execute`, so the layering
+``defaults < config file < CAPTIONKIT_* < explicit values < -o options`` and the policies a
+face must not re-implement live here once: which sinks a run writes, the store it opens, the
+checks made before a model loads, the dry-run estimate, the usage in the summary, and how an
+error becomes one line (or a JSON body) and an exit code (:func:`error_report`).
+
+Floor 6: imports the engine, the registry and the settings below it; never a face.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from captionkit.config import Settings, load_settings
+from captionkit.errors import CaptionkitError, ConfigError, InputError
+from captionkit.types import CaptionRequest, Decoding
+
+if TYPE_CHECKING:
+    from captionkit.captioners.base import Captioner
+    from captionkit.engine.progress import Progress
+    from captionkit.engine.runner import RunSummary
+    from captionkit.engine.sinks import Sink
+    from captionkit.engine.store import ResultStore
+    from captionkit.inputs.sources import Source
+
+#: Top-level settings that also reach the backend when its Options has a field of that name
+#: (``device = "cuda"`` at the top of the config file, ``CAPTIONKIT_DEVICE``, ``--device``).
+SHARED_WITH_BACKENDS = ("device", "dtype")
+#: Settings that are not one run's values (the per-backend tables, an old alias).
+_NOT_RUN_SETTINGS = {"backends", "max_download_mb"}
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class InputSpec(_Part):
+    """What to caption and how folders are walked."""
+
+    items: tuple[str, ...] = ()
+    recursive: bool = True
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @property
+    def streamed(self) -> bool:
+        """URLs or a list on stdin: inputs that cannot be looked at twice or have no folder."""
+        return any(i == "-" or i.startswith(("http://", "https://")) for i in self.items)
+
+    def walk(self) -> dict[str, Any]:
+        return {"recursive": self.recursive, "include": self.include, "exclude": self.exclude}
+
+
+class SinkSpec(_Part):
+    """Where results go: sidecars (``sidecar=None``: the default policy) and/or a stream."""
+
+    sidecar: bool | None = None
+    extension: str = ".txt"
+    existing: Literal["skip", "overwrite", "append", "prepend"] = "skip"
+    output_dir: str | None = None
+    format: str | None = None  # txt, jsonl, csv (checked by build_run)
+    output: str | None = None
+
+    @property
+    def sidecars(self) -> bool:
+        """Sidecars are on unless asked off, or ``--format`` goes to stdout (it is the output)."""
+        if self.sidecar is not None:
+            return self.sidecar
+        return self.format is None or self.output is not None
+
+
+class Limits(_Part):
+    max_pixels: int = Field(default=100_000_000, ge=1)
+    max_file_mb: float = Field(default=50.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class Decoration(_Part):
+    prefix: str = ""
+    suffix: str = ""
+    trigger_word: str = ""
+
+
+class RunControl(_Part):
+    batch_size: int | None = Field(default=None, ge=1)
+    workers: int = Field(default=4, ge=1)
+    force: bool = False
+
+
+class RunSpec(_Part):
+    """One run, fully resolved and validated: what every driver needs and nothing a face owns."""
+
+    inputs: InputSpec = InputSpec()
+    #: The model spec (``hf:ORG/NAME``, ``grounded``...) and its backend's registry name.
+    backend: str = "grounded"
+    backend_name: str = "grounded"
+    #: Backend options, merged from every layer and checked against the backend's Options.
+    options: dict[str, Any] = Field(default_factory=dict)
+    #: Backend flags given that the chosen backend has no option for (a face may say so).
+    ignored: tuple[str, ...] = ()
+    rewrite: str | None = None
+    rewrite_options: dict[str, Any] = Field(default_factory=dict)
+    request: CaptionRequest = Field(default_factory=CaptionRequest)
+    sinks: SinkSpec = SinkSpec()
+    store: str | None = None  # None: the user cache dir; "none": no store
+    limits: Limits = Limits()
+    decoration: Decoration = Decoration()
+    control: RunControl = RunControl()
+    config_file: Path | None = None
+
+    def without_stdin(self) -> RunSpec:
+        """This run without ``-`` (a list on stdin that turned out to be empty)."""
+        items = tuple(i for i in self.inputs.items if i != "-")
+        return self.model_copy(update={"inputs": self.inputs.model_copy(update={"items": items})})
+
+
+# -- building ------------------------------------------------------------------------------
+
+
+def _decoding(settings: Settings, given: Mapping[str, Any]) -> Decoding:
+    """A given ``Decoding`` wins whole; else one from the loose fields (sampling knobs count
+    only with ``do_sample``, as the flags document)."""
+    if given.get("decoding") is not None:
+        return given["decoding"]
+    sample = bool(given.get("do_sample"))
+    knobs = {
+        "num_beams": given.get("num_beams"),
+        "seed": given.get("seed"),
+        "temperature": given.get("temperature") if sample else None,
+        "top_p": given.get("top_p") if sample else None,
+        "top_k": given.get("top_k") if sample else None,
+    }
+    return Decoding(
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=sample,
+        **{k: v for k, v in knobs.items() if v is not None},
+    )
+
+
+def _backend_options(
+    cls: type[Captioner],
+    settings: Settings,
+    flags: Mapping[str, Any],
+    options: Mapping[str, Any],
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """``[backends.NAME]`` table < shared top-level settings < backend flags < ``-o`` options.
+
+    Returns the merged options (validated) and the flags the backend has no field for.
+    """
+    fields = cls.Options.model_fields
+    merged = settings.backend_options(cls.name)
+    for key in SHARED_WITH_BACKENDS:
+        if key in fields and key in settings.model_fields_set:
+            merged[key] = getattr(settings, key)
+    given = {k: v for k, v in flags.items() if v is not None}
+    merged.update({k: v for k, v in given.items() if k in fields})
+    merged.update(options)
+    try:
+        cls.Options(**{k: v for k, v in merged.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "options"
+        raise ConfigError(f"backend '{cls.name}': {where}: {first['msg']}") from None
+    return merged, tuple(k for k in given if k not in fields)
+
+
+def build_run(
+    inputs: Sequence[str] = (),
+    *,
+    config: str | Path | None = None,
+    backend_flags: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+    captioner: type[Captioner] | None = None,
+    **explicit: Any,
+) -> RunSpec:
+    """The run described by defaults < config file < ``CAPTIONKIT_*`` < ``explicit`` < ``options``.
+
+    ``explicit`` holds values a face was given (None: not given): any :class:`Settings` field
+    (``model``, ``style``, ``batch_size``, ``store``...; ``extension`` is ``sidecar_extension``)
+    and the run's own values (``prompt``, ``num_captions``, ``decoding`` or ``num_beams``/
+    ``do_sample``/``temperature``/``top_p``/``top_k``/``seed``, ``recursive``, ``include``,
+    ``exclude``, ``sidecar``, ``output_dir``, ``format``, ``output``, ``force``, ``rewrite``,
+    ``rewrite_options``). ``backend_flags`` are backend options by field name, routed to the
+    chosen backend when its Options has the field (else listed in ``RunSpec.ignored``);
+    ``options`` (``-o``, the API's ``**options``) go to the backend whatever they are.
+    ``captioner``: the class of an already loaded captioner (its options are its own).
+    """
+    from captionkit.captioners import registry
+    from captionkit.engine.sinks import FORMATS
+    from captionkit.styles import get_style
+
+    if "extension" in explicit:
+        explicit["sidecar_extension"] = explicit.pop("extension")
+    setting_names = set(Settings.model_fields) - _NOT_RUN_SETTINGS
+    given_settings = {k: explicit.pop(k) for k in list(explicit) if k in setting_names}
+    known = RUN_KEYS
+    unknown = sorted(set(explicit) - known)
+    if unknown:
+        raise TypeError(f"build_run() got unknown settings: {', '.join(unknown)}")
+    if captioner is not None:
+        given_settings["model"] = captioner.name
+    settings = load_settings(config, **given_settings)
+    get_style(settings.style)
+    num_captions = explicit.get("num_captions")
+    if num_captions is not None and num_captions < 1:
+        raise ConfigError("num_captions must be at least 1")
+    request = CaptionRequest(
+        style=settings.style,
+        prompt=explicit.get("prompt"),
+        num_captions=num_captions or 1,
+        decoding=_decoding(settings, explicit),
+    )
+    if explicit.get("format") not in (None, *FORMATS):
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
+    if captioner is not None:
+        if options:
+            raise ConfigError("backend options go to load_captioner(), not with a loaded captioner")
+        name, merged, ignored = captioner.name, dict[str, Any](), tuple[str, ...]()
+    else:
+        name, _ = registry.parse_spec(settings.model)
+        merged, ignored = _backend_options(
+            registry.get_backend(name), settings, backend_flags or {}, dict(options or {})
+        )
+    try:
+        return RunSpec(
+            inputs=InputSpec(
+                items=tuple(inputs),
+                recursive=_given(explicit, "recursive", True),
+                include=tuple(explicit.get("include") or ()),
+                exclude=tuple(explicit.get("exclude") or ()),
+            ),
+            backend=settings.model,
+            backend_name=name,
+            options=merged,
+            ignored=ignored,
+            rewrite=explicit.get("rewrite"),
+            rewrite_options={
+                k: v for k, v in (explicit.get("rewrite_options") or {}).items() if v is not None
+            },
+            request=request,
+            **_settings_parts(settings, explicit),
+            config_file=_config_file(config),
+        )
+    except ValidationError as exc:  # a run value no settings layer checked (--format, say)
+        first = exc.errors()[0]
+        where = str(first["loc"][-1]) if first["loc"] else "run"
+        raise ConfigError(f"{where.replace('_', '-')}: {first['msg']}") from None
+
+
+def _settings_parts(settings: Settings, explicit: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a run that come straight from the settings (and a few explicit values)."""
+    return {
+        "sinks": SinkSpec(
+            sidecar=explicit.get("sidecar"),
+            extension=settings.sidecar_extension,
+            existing=settings.existing,
+            output_dir=explicit.get("output_dir"),
+            format=explicit.get("format"),
+            output=explicit.get("output"),
+        ),
+        "store": settings.store,
+        "limits": Limits(
+            max_pixels=settings.max_pixels,
+            max_file_mb=settings.max_file_mb,
+            timeout=settings.timeout,
+        ),
+        "decoration": Decoration(
+            prefix=settings.prefix, suffix=settings.suffix, trigger_word=settings.trigger_word
+        ),
+        "control": RunControl(
+            batch_size=settings.batch_size,
+            workers=settings.workers,
+            force=bool(explicit.get("force")),
+        ),
+    }
+
+
+#: The run's own values :func:`build_run` takes besides the :class:`Settings` fields.
+RUN_KEYS = frozenset(
+    "prompt num_captions decoding num_beams do_sample temperature top_p top_k seed recursive "
+    "include exclude sidecar output_dir format output force rewrite rewrite_options".split()
+)
+
+
+#: Every name :func:`build_run` takes as an explicit value (a face may pass its arguments of
+#: these names straight on).
+EXPLICIT_KEYS = (
+    RUN_KEYS | (set(Settings.model_fields) - _NOT_RUN_SETTINGS) | {"extension", "config"}
+)
+
+
+def _given(values: Mapping[str, Any], key: str, default: Any) -> Any:
+    value = values.get(key)
+    return default if value is None else value
+
+
+def _config_file(config: str | Path | None) -> Path | None:
+    from captionkit.config import config_path
+
+    return config_path(config)
+
+
+# -- checks made before any model loads ------------------------------------------------------
+
+
+def check_inputs(run: RunSpec) -> None:
+    """Every local path exists, and the files and folders named hold at least one image.
+
+    Folders with nothing to caption are almost always a wrong path or filter, so this is an
+    error rather than a successful run of nothing. Finding the first image ends the check.
+    URLs and a list on stdin are not walked: those cannot be looked at twice.
+    """
+    from captionkit.inputs.sources import iter_sources
+
+    for item in run.inputs.items:
+        if item == "-" or item.startswith(("http://", "https://")):
+            continue
+        if not Path(item).expanduser().exists():
+            raise InputError(f"{_plain(item)}: no such file or folder")
+    if run.inputs.streamed or not run.inputs.items:
+        return
+    skipped: Counter[str] = Counter()
+    walk = run.inputs.walk()
+    found = iter_sources(list(run.inputs.items), skipped=skipped, **walk)
+    if next(iter(found), None) is not None:
+        return
+    where = ", ".join(_plain(i) for i in run.inputs.items)
+    seen = skipped_text(skipped, every=True)
+    narrowed = [
+        flag
+        for flag, on in (
+            ("--include", walk["include"]),
+            ("--exclude", walk["exclude"]),
+            ("--no-recursive", not walk["recursive"]),
+        )
+        if on
+    ]
+    hint = f"; check {', '.join(narrowed)}" if narrowed else ""
+    raise InputError(f"no images found in {where}" + (f" ({seen})" if seen else "") + hint)
+
+
+#: How each reason the folder walk counts is named (one, several).
+SKIP_REASONS = {
+    "hidden": ("hidden file", "hidden files"),
+    "broken symlink": ("broken symlink", "broken symlinks"),
+    "not an image": ("file that is not an image", "files that are not images"),
+}
+
+
+def skipped_text(skipped: Counter[str], *, every: bool = False) -> str:
+    """``2 hidden files, 1 broken symlink``; files that are not images (sidecars, mostly)
+    are named only when ``every`` is set, as when no image was found at all."""
+    parts = []
+    for reason, n in skipped.items():
+        if not n or (reason == "not an image" and not every):
+            continue
+        one, many = SKIP_REASONS.get(reason, (reason, reason))
+        parts.append(f"{n} {one if n == 1 else many}")
+    return ", ".join(parts)
+
+
+def _plain(text: object) -> str:
+    """A path as printable text (undecodable bytes as ``\\xNN``); see ``cli.display.plain``."""
+    s = str(text)
+    try:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def make_sinks(run: RunSpec) -> list[Sink]:
+    """The sink policy: sidecars unless off (or ``--format`` to stdout); a stream for
+    ``--format``; and captions printed when they would otherwise go nowhere visible (sidecars
+    off, or URLs and stdin lists, which have no folder for a sidecar)."""
+    from captionkit.engine.sinks import SidecarSink, StreamSink
+
+    spec = run.sinks
+    sinks: list[Sink] = []
+    if spec.sidecars:
+        sinks.append(
+            SidecarSink(
+                extension=spec.extension,
+                output_dir=spec.output_dir,
+                existing=spec.existing,
+                roots=list(run.inputs.items),
+            )
+        )
+    if spec.format is not None:
+        sinks.append(StreamSink(spec.format, spec.output))
+    elif not spec.sidecars or run.inputs.streamed:
+        sinks.append(StreamSink("txt", None))
+    return sinks
+
+
+def check_outputs(run: RunSpec, sinks: Iterable[Sink]) -> None:
+    """Every output can be written: before the model loads, never compute what is lost."""
+    from captionkit.engine.sinks import check_writable
+
+    check_writable(sinks, list(run.inputs.items))
+
+
+def open_store(store: Any) -> ResultStore | None:
+    """``None``/``True`` -> the user-cache store; ``False`` or ``"none"`` -> no store."""
+    from captionkit.engine.store import ResultStore, default_store_path
+
+    if store is False or (isinstance(store, str) and store.lower() == "none"):
+        return None
+    if store is None or store is True:
+        return ResultStore(default_store_path())
+    return ResultStore(store)
+
+
+# -- loading and running -------------------------------------------------------------------
+
+
+def load_backend(
+    spec: str,
+    *,
+    rewrite: str | None = None,
+    rewrite_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Captioner:
+    """Build the captioner ``spec`` names (options validated by its Options model), wrapped
+    in the ``rewrite`` text LLM when one is named."""
+    from captionkit.captioners import registry
+
+    captioner = registry.create(spec, **options)
+    if rewrite:
+        from captionkit.captioners.rewrite import RewriteCaptioner
+        from captionkit.llm import load_llm
+
+        captioner = RewriteCaptioner(captioner, load_llm(rewrite, **dict(rewrite_options or {})))
+    return captioner
+
+
+def load(run: RunSpec) -> Captioner:
+    """The run's captioner, loaded."""
+    return load_backend(
+        run.backend, rewrite=run.rewrite, rewrite_options=run.rewrite_options, **run.options
+    )
+
+
+def sources(
+    run: RunSpec, *, stdin: Iterable[str] | None = None, skipped: Counter[str] | None = None
+) -> Iterator[Source]:
+    """The run's sources, lazily; ``skipped`` counts what the folder walk passed over."""
+    from captionkit.inputs.sources import iter_sources
+
+    return iter(
+        iter_sources(list(run.inputs.items), stdin=stdin, skipped=skipped, **run.inputs.walk())
+    )
+
+
+@dataclass
+class Outcome:
+    """What a face reports after a run: the engine's summary plus the backend's usage."""
+
+    summary: RunSummary
+    usage: dict[str, Any] = field(default_factory=dict)
+    store_path: Path | None = None
+
+
+def execute(
+    run: RunSpec,
+    items: Iterable[Source],
+    *,
+    sinks: Sequence[Sink] | None = None,
+    captioner: Captioner | None = None,
+    progress: Progress | None = None,
+    collect: bool = False,
+) -> Outcome:
+    """Check the outputs, open the store, load the model (unless given) and run the streaming
+    driver over ``items``. A captioner passed in is left open; one loaded here is closed."""
+    from captionkit.engine.runner import Runner, RunOptions
+    from captionkit.inputs.decode import DecodeLimits
+    from captionkit.inputs.fetch import FetchLimits
+
+    sinks = make_sinks(run) if sinks is None else list(sinks)
+    check_outputs(run, sinks)
+    store = open_store(run.store)
+    try:
+        model = captioner if captioner is not None else load(run)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+    limits = run.limits
+    runner = Runner(
+        model,
+        run.request,
+        store=store,
+        sinks=list(sinks),
+        progress=progress,
+        options=RunOptions(
+            batch_size=run.control.batch_size,
+            workers=run.control.workers,
+            force=run.control.force,
+            decode=DecodeLimits(max_pixels=limits.max_pixels),
+            fetch=FetchLimits(
+                max_bytes=int(limits.max_file_mb * 1024 * 1024), timeout=limits.timeout
+            ),
+            prefix=run.decoration.prefix,
+            suffix=run.decoration.suffix,
+            trigger_word=run.decoration.trigger_word,
+            collect=collect,
+        ),
+    )
+    try:
+        summary = runner.run(items)
+    finally:
+        if captioner is None:
+            model.close()
+        if store is not None:
+            store.close()
+    return Outcome(summary, model.stats(), store.path if store is not None else None)
+
+
+@dataclass
+class Estimate:
+    """A dry run: images counted from their headers, and the backend's token/cost estimate
+    (None for a local backend: no token cost)."""
+
+    images: int
+    uncounted: int
+    backend: str
+    tokens: dict[str, Any] | None
+
+
+def estimate(run: RunSpec, captioner: Captioner, items: Iterable[Source]) -> Estimate:
+    """Read only image headers (URLs are not fetched), then ask the backend what it costs."""
+    from PIL import Image
+
+    sizes: list[tuple[int, int]] = []
+    uncounted = 0
+    for source in items:
+        if source.path is None:
+            uncounted += 1
+            continue
+        try:
+            with Image.open(source.path) as img:
+                sizes.append(img.size)
+        except (OSError, ValueError, Image.DecompressionBombError):  # not an image: not counted
+            uncounted += 1
+    return Estimate(len(sizes), uncounted, captioner.name, captioner.estimate(sizes, run.request))
+
+
+# -- the error boundary ----------------------------------------------------------------------
+
+#: HTTP status of each error kind, for faces that answer in JSON (the server).
+HTTP_STATUS = {
+    "ConfigError": 400,
+    "InputError": 400,
+    "ImageDecodeError": 422,
+    "UnknownBackendError": 400,
+    "MissingDependencyError": 501,
+    "ModelLoadError": 500,
+    "OutputError": 500,
+    "StoreError": 500,
+    "BackendError": 502,
+}
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """One user-caused error as every face shows it: one line, an exit code, a JSON body."""
+
+    kind: str
+    message: str
+    exit_code: int
+    http_status: int
+
+    def line(self, prog: str = "captionkit") -> str:
+        if self.kind == "Interrupted":
+            return f"{prog}: interrupted"
+        return f"{prog}: error: {self.message}"
+
+    def json(self) -> dict[str, Any]:
+        return {"error": {"type": self.kind, "message": self.message}}
+
+
+def error_report(exc: BaseException) -> ErrorReport | None:
+    """The report of a ``captionkit.errors`` type (or an interrupt); None for anything else,
+    which is a bug in captionkit and is shown in full by the face."""
+    if isinstance(exc, KeyboardInterrupt):
+        return ErrorReport("Interrupted", "interrupted", 130, 499)
+    if not isinstance(exc, CaptionkitError):
+        return None
+    kind = type(exc).__name__
+    base = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in HTTP_STATUS), "")
+    message = re.sub(r"\s*\n\s*", " ", str(exc).strip()) or kind
+    return ErrorReport(kind, message, exc.exit_code, HTTP_STATUS.get(base, 500))
