@@ -22,8 +22,11 @@ class Decoding:
 
     Hugging Face captioners, the text LLMs (grounded writer, ``--rewrite``), hosted APIs and
     training's validation all take a ``Decoding``; each runtime has one adapter that turns it
-    into its own arguments (``generate`` kwargs, a llama.cpp call, a provider's request body)
-    and ignores what it cannot honour (an API has no beams). The values are part of the
+    into its own arguments and ignores what it cannot honour (an API has no beams):
+    :func:`captionkit.llm.hf_decoding.generate_kwargs` (transformers: ``hf``, the text LLMs,
+    training), :func:`captionkit.llm.gguf.llama_cpp_args` (llama.cpp) and each provider's
+    request body. ``top_k=0`` is "off" everywhere. A ``seed`` travels with the call (a
+    per-call generator), never through torch's global one. The values are part of the
     results-store key, so changing any of them recomputes rather than reusing.
 
     ``do_sample=False`` is greedy (or beam search with ``num_beams > 1``) whatever

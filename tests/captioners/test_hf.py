@@ -99,6 +99,61 @@ def test_sampling_is_seeded(tiny_blip):
     assert first == again
 
 
+@pytest.mark.parametrize("n", [1, 3])
+def test_seeded_sampling_leaves_the_global_rng_alone(tiny_blip, n):
+    """A seed travels with the call: torch's process-wide generator, which another request
+    on another thread may be using, is never reseeded (with N sequences transformers' own
+    sampler still draws from it, but only to follow the call's own draws)."""
+    import torch
+
+    captioner = create(f"hf:{tiny_blip}")
+    dec = Decoding(max_new_tokens=8, do_sample=True, top_p=0.9, seed=7)
+    req = CaptionRequest(num_captions=n, decoding=dec)
+    torch.manual_seed(999)  # a state no seeded call of this test leaves behind
+    state = torch.get_rng_state()
+    first = [[c.text for c in o.candidates] for o in _caption(captioner, req)]
+    assert n > 1 or torch.equal(state, torch.get_rng_state())
+    torch.manual_seed(1234)  # someone else uses the global generator in between
+    again = [[c.text for c in o.candidates] for o in _caption(captioner, req)]
+    assert first == again
+    other = _caption(captioner, CaptionRequest(num_captions=n, decoding=dec.replace(seed=8)))
+    assert [[c.text for c in o.candidates] for o in other] != first
+    if n > 1:
+        for out in _caption(captioner, req):
+            scores = [c.score for c in out.candidates]
+            assert all(s is not None and s <= 0 for s in scores)
+            assert scores == sorted(scores, reverse=True)
+
+
+def test_seeded_beam_sampling_repeats_and_restores_the_global_rng(tiny_blip):
+    """Beam sampling keeps transformers' own sampler: seeded under a lock, state restored."""
+    import torch
+
+    captioner = create(f"hf:{tiny_blip}")
+    req = CaptionRequest(decoding=Decoding(max_new_tokens=8, do_sample=True, num_beams=2, seed=5))
+    torch.manual_seed(999)
+    state = torch.get_rng_state()
+    first = [o.candidates[0].text for o in _caption(captioner, req)]
+    assert torch.equal(state, torch.get_rng_state())
+    assert [o.candidates[0].text for o in _caption(captioner, req)] == first
+
+
+def test_concurrent_requests_with_different_seeds_each_repeat(tiny_blip):
+    """Two requests with different seeds through one loaded captioner at once (the server's
+    micro-batcher) get exactly what each gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    captioner = create(f"hf:{tiny_blip}")
+    reqs = [
+        CaptionRequest(decoding=Decoding(max_new_tokens=8, do_sample=True, seed=s)) for s in (1, 2)
+    ]
+    alone = [[o.candidates[0].text for o in _caption(captioner, r)] for r in reqs]
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(_caption, captioner, reqs[i % 2]) for i in range(8)]
+        together = [[o.candidates[0].text for o in f.result()] for f in futures]
+    assert together == [alone[i % 2] for i in range(8)]
+
+
 def test_blip_text_prompt_conditions_the_caption(tiny_blip):
     captioner = create(f"hf:{tiny_blip}")
     plain = _caption(captioner, SHORT)[0].candidates[0].text
@@ -256,3 +311,19 @@ def test_a_file_is_not_a_model_folder(tmp_path):
     weights.write_bytes(b"")
     with pytest.raises(ModelLoadError, match="is a file, not a model folder"):
         create(f"hf:{weights}")
+
+
+def test_an_unreadable_image_processor_file_is_named_not_called_missing(tiny_vit_gpt2, tmp_path):
+    """A corrupt preprocessor_config.json used to be swallowed and reported as "no
+    preprocessor_config.json"; the error now gives the real reason, in one line."""
+    import shutil
+
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_vit_gpt2, folder)
+    (folder / "preprocessor_config.json").write_text('{"do_resize": tru')
+    captioner = create(f"hf:{folder}")
+    with pytest.raises(ModelLoadError) as err:
+        _caption(captioner, SHORT)
+    message = str(err.value)
+    assert "\n" not in message and "no preprocessor_config.json" not in message
+    assert "json" in message.lower()

@@ -10,8 +10,8 @@ from PIL import Image
 from captionkit.captioners.base import Captioner
 from captionkit.captioners.rewrite import DESCRIBE_STYLE, RewriteCaptioner, rewrite_prompt
 from captionkit.errors import BackendError
-from captionkit.llm.base import ChatMessage, GenerationConfig, TextLLM
-from captionkit.types import Candidate, CaptionOutput, CaptionRequest
+from captionkit.llm.base import ChatMessage, TextLLM
+from captionkit.types import Candidate, CaptionOutput, CaptionRequest, Decoding
 
 DESCRIPTION = "A brown dog runs across a green lawn in front of a red house."
 
@@ -48,12 +48,12 @@ class FakeLLM(TextLLM):
 
     def __init__(self, answer: str = "Dog zooms past the red house! #dogs #zoomies #home") -> None:
         self.answer = answer
-        self.calls: list[tuple[list[list[ChatMessage]], GenerationConfig]] = []
+        self.calls: list[tuple[list[list[ChatMessage]], Decoding]] = []
         self.fail_on: str | None = None
         self.fatal = False
         self.closed = False
 
-    def chat(self, conversations: list[list[ChatMessage]], config: GenerationConfig) -> list[str]:
+    def chat(self, conversations: list[list[ChatMessage]], config: Decoding) -> list[str]:
         self.calls.append((conversations, config))
         if self.fatal:
             raise BackendError("rewriter: HTTP 401: bad key")

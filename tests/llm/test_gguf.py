@@ -11,10 +11,11 @@ import types
 import pytest
 
 from captionkit.errors import ConfigError, MissingDependencyError, ModelLoadError
-from captionkit.llm import ChatMessage, GenerationConfig, load_llm
+from captionkit.llm import ChatMessage, load_llm
 from captionkit.llm import gguf as gguf_runtime
 from captionkit.llm.gguf import MARKER, LlamaCppLLM, checkpoint_dir, convert_gguf, file_sha256
 from captionkit.llm.hf_causal import HFCausalLLM
+from captionkit.types import Decoding
 
 CONV = [[ChatMessage("user", "a dog runs on the beach")], [ChatMessage("user", "a cat")]]
 
@@ -56,7 +57,7 @@ def test_llama_cpp_is_preferred_when_importable(fake_llama_cpp, tiny_gguf):
     assert isinstance(llm, LlamaCppLLM) and llm.label == "gguf:tiny-llama.F32"
     fake = FakeLlama.instances[-1]
     assert fake.kwargs["model_path"] == str(tiny_gguf) and fake.kwargs["n_ctx"] == 512
-    config = GenerationConfig(max_new_tokens=9, stop=("END",), seed=7)
+    config = Decoding(max_new_tokens=9, stop=("END",), seed=7)
     assert llm.chat(CONV, config) == ["A dog.", "A dog."]
     kind, sent = fake.calls[0]
     assert kind == "chat" and sent["messages"] == [{"role": "user", "content": CONV[0][0].content}]
@@ -66,7 +67,7 @@ def test_llama_cpp_is_preferred_when_importable(fake_llama_cpp, tiny_gguf):
         ["END"],
         7,
     )
-    assert llm.complete(["abc"], GenerationConfig()) == ["cba"]
+    assert llm.complete(["abc"], Decoding(max_new_tokens=80)) == ["cba"]
 
 
 def test_llama_cpp_takes_the_common_local_options(fake_llama_cpp, tiny_gguf):
@@ -103,7 +104,7 @@ def test_transformers_path_converts_once_then_reuses_the_cache(
     assert (saved / MARKER).is_file() and (saved / "config.json").is_file()
     assert any(saved.glob("*.safetensors"))
     assert "quantization_config" not in (saved / "config.json").read_text()
-    first = llm.chat(CONV, GenerationConfig(max_new_tokens=6))
+    first = llm.chat(CONV, Decoding(max_new_tokens=6))
     assert all(first)
 
     import transformers
@@ -113,7 +114,7 @@ def test_transformers_path_converts_once_then_reuses_the_cache(
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", _guard(no_gguf))
     again = load_llm(f"gguf:{tiny_gguf}", cache_dir=cache, runtime="auto")
-    assert again.chat(CONV, GenerationConfig(max_new_tokens=6)) == first
+    assert again.chat(CONV, Decoding(max_new_tokens=6)) == first
 
 
 def _guard(fail):
@@ -166,3 +167,14 @@ def test_default_cache_root_is_the_user_cache_dir(monkeypatch, tmp_path):
         assert gguf_runtime.default_cache_root() == tmp_path / "captionkit" / "llm"
     else:
         assert gguf_runtime.default_cache_root().parts[-2:] == ("captionkit", "llm")
+
+
+def test_llama_cpp_gets_every_decoding_setting(fake_llama_cpp, tiny_gguf):
+    """The llama.cpp adapter: greedy is temperature 0 whatever --temperature says, sampling
+    sends the asked temperature, top-k and repetition penalty (no silent llama.cpp defaults)."""
+    llm = load_llm(f"gguf:{tiny_gguf}")
+    llm.complete(["x"], Decoding(temperature=0.9))
+    llm.complete(["x"], Decoding(do_sample=True, temperature=0.9, top_k=7, repetition_penalty=1.3))
+    greedy, hot = (call for _, call in FakeLlama.instances[-1].calls)
+    assert (greedy["temperature"], greedy["top_k"], greedy["repeat_penalty"]) == (0.0, 0, 1.0)
+    assert (hot["temperature"], hot["top_k"], hot["repeat_penalty"]) == (0.9, 7, 1.3)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from captionkit.llm import ChatMessage, GenerationConfig, load_llm
+from captionkit.llm import ChatMessage, load_llm
+from captionkit.types import Decoding
 
 torch = pytest.importorskip("torch")
 
@@ -63,7 +64,7 @@ def test_chat_uses_the_models_template(llm):
 
 
 def test_batched_answers_equal_single_answers_in_input_order(llm, new_token_counts):
-    config = GenerationConfig(max_new_tokens=8)
+    config = Decoding(max_new_tokens=8)
     batched = llm.chat(convs(PROMPTS), config)
     singles = [llm.chat(convs([p]), config)[0] for p in PROMPTS]
     assert batched == singles  # left padding changes nothing, order is the caller's
@@ -73,13 +74,13 @@ def test_batched_answers_equal_single_answers_in_input_order(llm, new_token_coun
 
 
 def test_small_batch_size_gives_same_answers(tiny_llm_dir, llm):
-    config = GenerationConfig(max_new_tokens=6)
+    config = Decoding(max_new_tokens=6)
     small = load_llm("hf:" + str(tiny_llm_dir), batch_size=2)
     assert small.chat(convs(PROMPTS), config) == llm.chat(convs(PROMPTS), config)
 
 
 def test_greedy_is_deterministic_and_only_new_tokens_are_decoded(llm, new_token_counts):
-    config = GenerationConfig(max_new_tokens=10)
+    config = Decoding(max_new_tokens=10)
     first = llm.complete(PROMPTS[:2], config)
     assert first == llm.complete(PROMPTS[:2], config)
     assert new_token_counts == [10, 10]  # specials never win in the tiny model: full length
@@ -89,10 +90,10 @@ def test_greedy_is_deterministic_and_only_new_tokens_are_decoded(llm, new_token_
 
 def test_stop_strings_trim_the_answer_and_stop_generation(llm, new_token_counts):
     conv = convs(["a woman holds an umbrella"])
-    full = llm.chat(conv, GenerationConfig(max_new_tokens=30))[0]
+    full = llm.chat(conv, Decoding(max_new_tokens=30))[0]
     assert len(full) > 12
     stop = full[8:11]
-    cut = llm.chat(conv, GenerationConfig(max_new_tokens=30, stop=(stop, "never-there")))[0]
+    cut = llm.chat(conv, Decoding(max_new_tokens=30, stop=(stop, "never-there")))[0]
     assert cut == full[: full.index(stop)].strip()
     assert stop not in cut
     assert new_token_counts[-1] < 30  # generation stopped early, not just trimmed
@@ -100,11 +101,11 @@ def test_stop_strings_trim_the_answer_and_stop_generation(llm, new_token_counts)
 
 def test_sampling_is_reproducible_with_a_seed_and_leaves_global_rng_alone(llm):
     state = torch.get_rng_state()
-    hot = GenerationConfig(max_new_tokens=12, temperature=1.5, top_p=0.95, seed=3)
+    hot = Decoding(max_new_tokens=12, do_sample=True, temperature=1.5, top_p=0.95, seed=3)
     a = llm.chat(convs(PROMPTS[:3]), hot)
     b = llm.chat(convs(PROMPTS[:3]), hot)
     other = llm.chat(
-        convs(PROMPTS[:3]), GenerationConfig(max_new_tokens=12, temperature=1.5, seed=4)
+        convs(PROMPTS[:3]), Decoding(max_new_tokens=12, do_sample=True, temperature=1.5, seed=4)
     )
     assert a == b
     assert a != other
@@ -112,8 +113,8 @@ def test_sampling_is_reproducible_with_a_seed_and_leaves_global_rng_alone(llm):
 
 
 def test_empty_input_gives_empty_output(llm):
-    assert llm.chat([], GenerationConfig()) == []
-    assert llm.complete([], GenerationConfig()) == []
+    assert llm.chat([], Decoding(max_new_tokens=80)) == []
+    assert llm.complete([], Decoding(max_new_tokens=80)) == []
 
 
 def test_model_without_chat_template_uses_a_plain_layout(tiny_llm_dir, tmp_path):
@@ -127,7 +128,7 @@ def test_model_without_chat_template_uses_a_plain_layout(tiny_llm_dir, tmp_path)
     assert not llm.has_chat_template
     conv = [ChatMessage("system", "S"), ChatMessage("user", "a dog")]
     assert llm.render_chat(conv) == "System: S\nUser: a dog\nAssistant:"
-    answers = llm.chat([conv], GenerationConfig(max_new_tokens=5))
+    answers = llm.chat([conv], Decoding(max_new_tokens=5))
     assert len(answers) == 1 and answers[0]
 
 

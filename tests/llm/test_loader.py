@@ -9,7 +9,8 @@ import types
 import pytest
 
 from captionkit.errors import BackendError, ConfigError, MissingDependencyError, ModelLoadError
-from captionkit.llm import ChatMessage, GenerationConfig, TextLLM, load_llm, loader, parse_spec
+from captionkit.llm import ChatMessage, TextLLM, load_llm, loader, parse_spec
+from captionkit.types import Decoding
 
 
 @pytest.mark.parametrize(
@@ -141,7 +142,7 @@ def test_remote_specs_dispatch_with_options(fake_remote, spec, cls, model):
     llm = load_llm(spec, base_url="http://127.0.0.1:8080/v1", api_key="k", timeout=5.0)
     assert type(llm).__name__ == cls and llm.model == model
     assert (llm.base_url, llm.api_key, llm.timeout) == ("http://127.0.0.1:8080/v1", "k", 5.0)
-    assert llm.chat([[ChatMessage("user", "hi")]], GenerationConfig()) == ["HI"]
+    assert llm.chat([[ChatMessage("user", "hi")]], Decoding(max_new_tokens=80)) == ["HI"]
 
 
 def test_remote_unknown_option_is_rejected(fake_remote):
@@ -168,3 +169,73 @@ def test_real_http_classes_construct_without_network(monkeypatch):
     local.close()
     with pytest.raises(BackendError, match="ANTHROPIC_API_KEY"):
         load_llm("anthropic:claude-3-5-haiku-latest")
+
+
+def test_a_package_adds_a_text_model_kind_through_an_entry_point(monkeypatch):
+    """``captionkit.llms`` entry points add spec kinds: ``echo:NAME`` works, and is listed in
+    the error for an unknown kind; a built-in kind cannot be shadowed."""
+    from importlib.metadata import EntryPoint
+
+    from captionkit.types import Decoding
+
+    class EchoLLM(TextLLM):
+        def __init__(self, model, *, loud=False):
+            self.label, self.loud = f"echo:{model}", loud
+
+        def chat(self, conversations, config):
+            return [c[-1].content.upper() if self.loud else c[-1].content for c in conversations]
+
+    module = types.ModuleType("acme_llm")
+    module.EchoLLM = EchoLLM
+    monkeypatch.setitem(sys.modules, "acme_llm", module)
+    points = [
+        EntryPoint("echo", "acme_llm:EchoLLM", "captionkit.llms"),
+        EntryPoint("hf", "acme_llm:EchoLLM", "captionkit.llms"),
+    ]
+    monkeypatch.setattr(loader.LLMS, "_find", lambda group: points)
+    llm = load_llm("echo:parrot", loud=True)
+    assert llm.label == "echo:parrot"
+    assert llm.chat([[ChatMessage("user", "hi")]], Decoding()) == ["HI"]
+    assert loader.LLMS.target("hf") == "captionkit.llm.hf_causal:HFCausalLLM"
+    with pytest.raises(ConfigError, match="takes: loud"):
+        load_llm("echo:parrot", lound=True)
+    with pytest.raises(ConfigError, match=r"echo:\.\.\."):
+        load_llm("nope:x")
+
+
+def test_the_old_generation_config_is_a_decoding_with_its_old_rules():
+    """Deprecated, kept while the hosted-API room moves over: it IS a Decoding (every runtime
+    reads it), with its old defaults and "temperature above 0 means sampling"."""
+    from captionkit.llm.base import GenerationConfig
+
+    greedy = GenerationConfig()
+    assert isinstance(greedy, Decoding) and greedy.greedy
+    assert (greedy.max_new_tokens, greedy.temperature) == (80, 0.0)
+    hot = GenerationConfig(temperature=0.7, stop=["\n"])
+    assert hot.do_sample and hot.stop == ("\n",)
+    with pytest.raises(ConfigError):
+        GenerationConfig(top_p=0.0)  # validated as any Decoding
+
+
+def test_text_decoding_follows_the_caption_request():
+    from captionkit.llm.base import text_decoding
+
+    greedy = text_decoding(Decoding(temperature=0.9, num_beams=3, seed=1), stop=("##",))
+    assert (greedy.do_sample, greedy.temperature, greedy.num_beams) == (False, 0.0, 1)
+    assert (greedy.seed, greedy.stop) == (1, ("##",))
+    hot = text_decoding(Decoding(do_sample=True, temperature=0.6, top_p=0.9), max_new_tokens=99)
+    assert (hot.temperature, hot.top_p, hot.top_k, hot.max_new_tokens) == (0.6, 0.9, 50, 99)
+
+
+def test_runtime_options_are_pydantic_models_with_one_line_errors(tmp_path):
+    """Local runtimes declare their options as models: a bad value is one line naming the
+    option, before any model file is touched."""
+    from captionkit.llm.gguf import LlamaCppLLM
+    from captionkit.llm.hf_causal import HFCausalLLM
+
+    assert {"batch_size", "device", "dtype"} <= set(HFCausalLLM.Options.model_fields)
+    assert {"n_ctx", "n_threads"} <= set(LlamaCppLLM.Options.model_fields)
+    for bad in ({"batch_size": 0}, {"dtype": "fp8"}, {"max_input_tokens": "many"}):
+        with pytest.raises(ConfigError) as err:
+            load_llm(f"hf:{tmp_path}/not-read-yet", **bad)
+        assert next(iter(bad)) in str(err.value) and "\n" not in str(err.value)

@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from captionkit.llm import ChatMessage, GenerationConfig, load_llm
+from captionkit.llm import ChatMessage, load_llm
 from captionkit.llm.loader import smollm2_path
+from captionkit.types import Decoding
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def test_smollm2_answers_in_english(smollm2):
         ],
         [ChatMessage("user", "Name three colours.")],
     ]
-    answers = smollm2.chat(convs, GenerationConfig(max_new_tokens=40))
+    answers = smollm2.chat(convs, Decoding(max_new_tokens=40))
     assert len(answers) == 2
     for answer in answers:
         words = re.findall(r"[A-Za-z]{2,}", answer)
@@ -51,7 +52,7 @@ def test_smollm2_with_llama_cpp_when_installed():
     pytest.importorskip("llama_cpp")
     llm = load_llm("smollm2", runtime="llama-cpp", n_ctx=1024)
     conv = [ChatMessage("user", "Rewrite as one caption: dog, beach, running, sunny.")]
-    config = GenerationConfig(max_new_tokens=40, stop=("\n\n",))
+    config = Decoding(max_new_tokens=40, stop=("\n\n",))
     answers = llm.chat([conv, conv], config)
     assert answers[0] == answers[1]  # greedy
     assert len(re.findall(r"[A-Za-z]{2,}", answers[0])) >= 3 and "\n\n" not in answers[0]

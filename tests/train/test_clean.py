@@ -193,3 +193,18 @@ def test_a_symlink_flagged_for_itself_is_moved_not_the_file_it_points_to(tmp_pat
     assert (qdir / "small_link.png").is_symlink()
     assert (qdir / "small_link.png").resolve() == target.resolve()
     assert (root / "a.jpg").is_file()
+
+
+def test_a_malformed_references_file_is_an_error_not_no_captions(tmp_path):
+    """A references.json that cannot be read stops the scan with one line; it used to be read
+    as "this folder has no captions", so caption checks were skipped without a word."""
+    from captionkit.errors import InputError
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    _photo(root / "a.jpg")
+    (root / "references.json").write_text('{"a.jpg": ["a dog", "a cat"],')  # cut short
+    with pytest.raises(InputError, match="cannot read"):
+        scan(root)
+    (root / "references.json").unlink()
+    assert scan(root).caption_source == "none"  # a plain folder of images still scans

@@ -5,18 +5,27 @@ from __future__ import annotations
 import pytest
 
 from captionkit.errors import ConfigError
-from captionkit.train.decode import DecodeSettings, decode_texts
+from captionkit.llm.hf_decoding import generate_kwargs
+from captionkit.train.decode import apply, decode_texts, decoding_from_flags
+from captionkit.types import Decoding
 
 
 def test_generate_kwargs_per_strategy():
-    assert DecodeSettings("greedy").generate_kwargs() == {
-        "max_new_tokens": 40, "do_sample": False, "num_beams": 1,
+    assert generate_kwargs(decoding_from_flags("greedy")) == {
+        "max_new_tokens": 40, "do_sample": False, "num_beams": 1, "repetition_penalty": 1.0,
     }  # fmt: skip
-    beam = DecodeSettings("beam", num_beams=4, max_new_tokens=20).generate_kwargs()
+    beam = generate_kwargs(decoding_from_flags("beam", num_beams=4, max_new_tokens=20))
     assert beam["num_beams"] == 4 and beam["do_sample"] is False and beam["max_new_tokens"] == 20
-    nucleus = DecodeSettings("nucleus", top_p=0.8, temperature=0.7).generate_kwargs()
+    nucleus = generate_kwargs(decoding_from_flags("nucleus", top_p=0.8, temperature=0.7))
     assert nucleus["do_sample"] and nucleus["top_p"] == 0.8 and nucleus["temperature"] == 0.7
     assert nucleus["top_k"] == 0  # nucleus alone, not top-k on top of it
+
+
+def test_flags_build_the_one_decoding_type():
+    """The train CLI's flags become the same Decoding the caption side uses."""
+    assert decoding_from_flags("beam", num_beams=4) == Decoding(max_new_tokens=40, num_beams=4)
+    nucleus = decoding_from_flags("nucleus", top_p=0.8, temperature=0.7, max_new_tokens=12)
+    assert nucleus == Decoding(max_new_tokens=12, do_sample=True, top_p=0.8, temperature=0.7)
 
 
 @pytest.mark.parametrize(
@@ -26,15 +35,16 @@ def test_generate_kwargs_per_strategy():
 )  # fmt: skip
 def test_bad_settings_are_config_errors(kwargs):
     with pytest.raises(ConfigError):
-        DecodeSettings(**kwargs)
+        decoding_from_flags(**kwargs)
 
 
 def test_settings_become_the_saved_generation_defaults():
     from transformers import GenerationConfig
 
     config = GenerationConfig(top_p=0.5, temperature=0.3)
-    DecodeSettings("beam", num_beams=3).apply(config)
+    apply(decoding_from_flags("beam", num_beams=3), config)
     assert config.num_beams == 3 and config.do_sample is False and config.top_p is None
+    assert config.early_stopping is True
     config.validate()  # nothing left that would warn when the model loads
 
 

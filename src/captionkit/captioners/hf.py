@@ -30,9 +30,17 @@ if TYPE_CHECKING:
 
 
 class HFOptions(BackendOptions):
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    quantize: Literal["4bit", "8bit"] | None = None
+    device: str = Field(
+        "auto", description="auto, cpu, cuda, cuda:1, mps.", json_schema_extra={"cli": True}
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto, float32, bfloat16, float16.", json_schema_extra={"cli": True}
+    )
+    quantize: Literal["4bit", "8bit"] | None = Field(
+        None,
+        description="Load in 4bit or 8bit (needs bitsandbytes and a GPU).",
+        json_schema_extra={"cli": True},
+    )
     trust_remote_code: bool = False
     revision: str | None = None
     attn_implementation: str | None = None
@@ -57,7 +65,7 @@ class HFOptions(BackendOptions):
         }
 
 
-class HFCaptioner(Captioner):
+class HFCaptioner(Captioner[HFOptions]):
     name = "hf"
     extra = "hf"
     requires = ("torch", "transformers")
@@ -68,6 +76,10 @@ class HFCaptioner(Captioner):
     default_batch_size = 8
     #: 2: GIT continues a --prompt, Florence-2 honours a free --prompt, Qwen2-VL images capped.
     version = "2"
+    #: One model on one device: concurrent generate calls would only queue on the device, and
+    #: a fast tokenizer shared by two threads can fail ("Already borrowed"). Per-request
+    #: settings (seed included) travel with each call, so requests may still interleave.
+    thread_safe = False
 
     def __init__(self, model: str = "", options: HFOptions | None = None) -> None:
         from captionkit.errors import ConfigError
@@ -75,9 +87,10 @@ class HFCaptioner(Captioner):
         super().__init__(model, options)
         if not model:
             raise ConfigError("hf needs a model: --model hf:ORG/NAME or hf:/path/to/dir")
-        from captionkit.captioners.hf_loading import inspect_checkpoint, resolve_device
+        from captionkit.captioners.hf_loading import inspect_checkpoint
+        from captionkit.devices import resolve_device
 
-        opts: HFOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         # Fail fast on a wrong id or missing folder, but load the weights on first use: a
         # resumed run whose images are all in the results store then starts at once.
         resolve_device(opts.device)  # "--device cuda" without a GPU: say so before any work
@@ -105,7 +118,7 @@ class HFCaptioner(Captioner):
     def _load(self) -> LoadedModel:
         from captionkit.captioners.hf_loading import load_model
 
-        opts: HFOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         loaded = load_model(
             self.model,
             device=opts.device,
@@ -160,17 +173,14 @@ class HFCaptioner(Captioner):
 
     # -- device stage ------------------------------------------------------------------
     def _generation_kwargs(self, request: CaptionRequest) -> dict[str, Any]:
+        from captionkit.llm.hf_decoding import generate_kwargs
+
         d = request.decoding
         n = request.num_captions
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": d.max_new_tokens,
-            "num_beams": max(d.num_beams, n if not d.do_sample else 1),
-            "do_sample": d.do_sample,
-            "num_return_sequences": n,
-            "repetition_penalty": d.repetition_penalty,
-        }
-        if d.do_sample:
-            kwargs.update(temperature=d.temperature, top_p=d.top_p, top_k=d.top_k or None)
+        kwargs = generate_kwargs(d)
+        # N greedy candidates come from a beam search at least N wide.
+        kwargs.update(num_beams=max(d.num_beams, n if not d.do_sample else 1))
+        kwargs["num_return_sequences"] = n
         if n > 1:
             kwargs.update(return_dict_in_generate=True, output_scores=True)
         tok = self.loaded.tokenizer
@@ -227,16 +237,16 @@ class HFCaptioner(Captioner):
     def chat_form(self) -> ChatForm:
         """How this model's chat template wants a turn written, found once by rendering it."""
         if self._chat_form is None:
-            opts: HFOptions = self.options  # type: ignore[assignment]
-            self._chat_form = probe_chat_form(self.loaded, opts.system_prompt)
+            self._chat_form = probe_chat_form(self.loaded, self.options.system_prompt)
         return self._chat_form
 
     def _chat_inputs(self, images: list[Any], request: CaptionRequest) -> dict[str, Any]:
         instruction = request.prompt or get_style(request.style).instruction
         processor = self.loaded.processor
         form = self.chat_form
-        opts: HFOptions = self.options  # type: ignore[assignment]
-        prompt = _one_bos(form.render(instruction, opts.system_prompt), self.loaded.tokenizer)
+        prompt = _one_bos(
+            form.render(instruction, self.options.system_prompt), self.loaded.tokenizer
+        )
         if not self.structured_chat:
             return processor(prompt, images, return_tensors="pt")  # one image per call
         return processor(
@@ -262,30 +272,36 @@ class HFCaptioner(Captioner):
             for k, v in dict(batch).items()
             if hasattr(v, "to")
         }
-        gen = self._generation_kwargs(request)
-        if request.decoding.seed is not None:
-            torch.manual_seed(request.decoding.seed)
         from captionkit.captioners.hf_loading import transformers_log
+        from captionkit.llm.hf_decoding import global_seed, seeded_generation
 
+        # A seed travels with this call (its own generator), never through torch's global
+        # one: another request may be generating on another thread at the same moment.
+        n = request.num_captions
+        gen, sampler = seeded_generation(
+            request.decoding, self._generation_kwargs(request), keep_scores=n > 1
+        )
         # transformers' generation advice (attention masks, pad ids) is about calls captionkit
         # makes, not something a user can act on: held and dropped, as before.
-        with torch.inference_mode(), transformers_log():
+        with torch.inference_mode(), transformers_log(), global_seed(request.decoding, lm.device):
             out = lm.model.generate(**batch, **gen)
         sequences = out.sequences if hasattr(out, "sequences") else out
-        scores = self._sequence_scores(out, gen) if request.num_captions > 1 else None
+        scores = None
+        if n > 1:
+            steps = sampler.scores if sampler is not None else None
+            scores = self._sequence_scores(out, steps)
         prompt_len = batch["input_ids"].shape[1] if "input_ids" in batch else 0
         # Chat models echo the whole templated prompt: keep only the answer. A captioner's
         # text prompt is a prefix that belongs to the caption ("a picture of a dog").
         if self.is_chat and prompt_len:
             sequences = sequences[:, prompt_len:]
         texts = lm.tokenizer.batch_decode(sequences, skip_special_tokens=True)
-        n = request.num_captions
         outputs = []
         for i in range(len(inputs)):
             cands = []
             for j in range(n):
                 raw = texts[i * n + j]
-                text = raw.strip() if self.options.raw else finish_text(raw, request.style)  # type: ignore[attr-defined]
+                text = raw.strip() if self.options.raw else finish_text(raw, request.style)
                 score = float(scores[i * n + j]) if scores is not None else None
                 cands.append(Candidate(text=text, score=score))
             if scores is not None:
@@ -299,13 +315,19 @@ class HFCaptioner(Captioner):
                 outputs.append(CaptionOutput(candidates=cands))
         return outputs
 
-    def _sequence_scores(self, out: Any, gen: dict[str, Any]) -> Any:
-        """Mean log-probability per returned sequence, for ranking the N candidates."""
+    def _sequence_scores(self, out: Any, steps: list[Any] | None = None) -> Any:
+        """Mean log-probability per returned sequence, for ranking the N candidates.
+
+        ``steps``: the per-step scores a seeded sampler kept (``out.scores`` then holds only
+        its one-hot draws)."""
         if getattr(out, "sequences_scores", None) is not None:
             return out.sequences_scores.float().cpu().tolist()
         model = self.loaded.model
         trans = model.compute_transition_scores(
-            out.sequences, out.scores, getattr(out, "beam_indices", None), normalize_logits=True
+            out.sequences,
+            tuple(steps) if steps is not None else out.scores,
+            getattr(out, "beam_indices", None),
+            normalize_logits=True,
         )
         finite = trans.isfinite()
         totals = trans.masked_fill(~finite, 0).sum(dim=1)

@@ -81,34 +81,17 @@ class Checkpoint:
 
 
 def resolve_device(device: str) -> str:
-    torch = require("torch", "hf", "Hugging Face models")
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda was asked for but no CUDA GPU is visible; use --device cpu"
-        )
-    return device
+    """The shared resolver (:mod:`captionkit.devices`), named here for older imports."""
+    from captionkit.devices import resolve_device as shared
+
+    return shared(device, extra="hf", feature="Hugging Face models")
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:
-    torch = require("torch", "hf", "Hugging Face models")
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-            dtype
-        ]
-    except KeyError:
-        raise ConfigError(
-            f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16"
-        ) from None
+    """The shared resolver (:mod:`captionkit.devices`), named here for older imports."""
+    from captionkit.devices import resolve_dtype as shared
+
+    return shared(dtype, device, extra="hf", feature="Hugging Face models")
 
 
 # -- paths and errors ---------------------------------------------------------------------
@@ -654,14 +637,17 @@ def load_processor(
     path = ckpt.path
     with transformers_log() as held:
         image_processor = applied = None
+        no_image_processor = "no preprocessor_config.json"
         try:
             image_processor = transformers.AutoImageProcessor.from_pretrained(path, **common)
         except ImportError as exc:
             raise _missing_package(ckpt.model_id, exc) or _model_error(
                 ckpt, exc, bool(common.get("trust_remote_code"))
             ) from None
-        except Exception:  # no image processor files; the processor may still carry one
-            image_processor = None
+        except Exception as exc:  # remote code and hub errors raise anything
+            # No image processor files (the processor may still carry one), or unreadable
+            # ones: the reason is kept for the error below if nothing else supplies one.
+            image_processor, no_image_processor = None, _first_line(exc, 300)
         if image_processor is not None:
             applied = processor_kwargs(ckpt.model_id, image_processor, options)
             if applied:
@@ -696,12 +682,12 @@ def load_processor(
             processor = None
             try:
                 if image_processor is None:
-                    raise OSError("no preprocessor_config.json")
+                    raise OSError(no_image_processor)
                 tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
-            except Exception as exc:
+            except Exception as exc:  # the tokenizers library raises bare Exceptions
                 raise ModelLoadError(
                     f"'{ckpt.model_id}' has no image processor/tokenizer files next to its "
-                    f"weights ({_first_line(exc, 120)}); save them with save_pretrained too"
+                    f"weights ({_first_line(exc, 300)}); save them with save_pretrained too"
                 ) from None
             declared = _declared_processor(ckpt) if failure is not None else ""
             if declared:

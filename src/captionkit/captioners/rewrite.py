@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from captionkit.captioners.base import Captioner
 from captionkit.errors import CaptionkitError
-from captionkit.llm.base import ChatMessage, GenerationConfig, TextLLM
+from captionkit.llm.base import ChatMessage, TextLLM, text_decoding
 from captionkit.styles import STYLES, finish, get_style
-from captionkit.types import Candidate, CaptionOutput, CaptionRequest
+from captionkit.types import Candidate, CaptionOutput, CaptionRequest, Decoding
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -98,15 +98,14 @@ class RewriteCaptioner(Captioner):
         """What the first stage is asked: a detailed description, one candidate, no prompt."""
         return dataclasses.replace(request, style=DESCRIBE_STYLE, prompt=None, num_captions=1)
 
-    def generation(self, request: CaptionRequest) -> GenerationConfig:
+    def generation(self, request: CaptionRequest) -> Decoding:
+        """The rewriter's settings: the request's, with room for a social caption's hashtags;
+        several candidates are sampled (at temperature 0.7 unless ``--sample`` set one)."""
         dec = request.decoding
-        sample = dec.do_sample or request.num_captions > 1
-        return GenerationConfig(
-            max_new_tokens=max(dec.max_new_tokens, 160 if request.style == "social" else 100),
-            temperature=(dec.temperature if dec.do_sample else 0.7) if sample else 0.0,
-            top_p=dec.top_p,
-            seed=dec.seed,
-        )
+        tokens = max(dec.max_new_tokens, 160 if request.style == "social" else 100)
+        if request.num_captions > 1 and not dec.do_sample:
+            dec = dec.replace(do_sample=True, temperature=0.7)
+        return text_decoding(dec, max_new_tokens=tokens)
 
     def caption_batch(self, inputs: list[Any], request: CaptionRequest) -> list[CaptionOutput]:
         firsts = self.first.caption_batch(inputs, self.describe_request(request))
@@ -133,7 +132,7 @@ class RewriteCaptioner(Captioner):
         return turns
 
     def _chat(
-        self, conversations: list[list[ChatMessage]], config: GenerationConfig
+        self, conversations: list[list[ChatMessage]], config: Decoding
     ) -> list[str | Exception]:
         """All answers in one call when possible; on failure, one by one so a single bad
         conversation costs only its image (errors a user must fix still stop the run)."""

@@ -10,11 +10,20 @@ spec string of the same shape as ``--model`` (``gguf:PATH``, ``hf:ORG/NAME``,
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import ClassVar
 
-if TYPE_CHECKING:
-    from captionkit.types import Decoding
+from pydantic import BaseModel, ConfigDict
+
+from captionkit.types import Decoding
+
+
+class RuntimeOptions(BaseModel):
+    """The options a text-LLM runtime takes (``load_llm(spec, **options)``), as a pydantic
+    model: ``extra="forbid"`` turns a typo into a one-line error naming the options there are,
+    and a third-party runtime declares its own the same way."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 @dataclass(frozen=True)
@@ -24,27 +33,48 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
+class GenerationConfig(Decoding):
+    """Deprecated: build a :class:`~captionkit.types.Decoding` instead.
+
+    The text LLMs' old settings type, kept (until the hosted-API room has moved to
+    ``Decoding``) as a thin subclass with its old defaults and its old rule that a
+    ``temperature`` above 0 means sampling. Every runtime reads it as the ``Decoding`` it is.
+    """
+
     max_new_tokens: int = 80
-    temperature: float = 0.0  # 0 means greedy
-    top_p: float = 1.0
-    stop: tuple[str, ...] = field(default_factory=tuple)
-    seed: int | None = None
+    temperature: float = 0.0
 
-    @classmethod
-    def from_decoding(cls, decoding: Decoding, stop: tuple[str, ...] = ()) -> GenerationConfig:
-        """The text-LLM settings matching a caption request's :class:`~captionkit.types.Decoding`.
+    def __post_init__(self) -> None:
+        if self.temperature > 0 and not self.do_sample:
+            object.__setattr__(self, "do_sample", True)
+        super().__post_init__()
 
-        So a rewrite stage honours the same ``--temperature``/``--seed`` flags as the first
-        stage; ``do_sample=False`` maps to greedy whatever the temperature says.
-        """
-        return cls(
-            max_new_tokens=decoding.max_new_tokens,
-            temperature=decoding.temperature if decoding.do_sample else 0.0,
-            top_p=decoding.top_p,
-            stop=tuple(stop),
-            seed=decoding.seed,
-        )
+    @staticmethod
+    def from_decoding(decoding: Decoding, stop: tuple[str, ...] = ()) -> Decoding:
+        """Deprecated: ``text_decoding(decoding, stop=stop)``."""
+        return text_decoding(decoding, stop=stop)
+
+
+def text_decoding(
+    decoding: Decoding, *, stop: tuple[str, ...] = (), max_new_tokens: int | None = None
+) -> Decoding:
+    """The settings a text LLM gets for a caption request's ``decoding``.
+
+    So a rewrite stage or an LLM writer honours the same ``--temperature``/``--seed`` flags as
+    the first stage. Beams and the repetition penalty are the captioner's and are not passed
+    on; greedy decodings carry ``temperature=0`` (what llama.cpp and the OpenAI protocol
+    read as greedy), and a sampled one keeps the 50 likeliest tokens unless ``--top-k``
+    says otherwise (small text models wander off with the whole vocabulary).
+    """
+    return Decoding(
+        max_new_tokens=max_new_tokens or decoding.max_new_tokens,
+        do_sample=decoding.do_sample,
+        temperature=decoding.temperature if decoding.do_sample else 0.0,
+        top_p=decoding.top_p,
+        top_k=decoding.top_k or 50,
+        seed=decoding.seed,
+        stop=tuple(stop),
+    )
 
 
 def trim_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
@@ -68,12 +98,19 @@ class TextLLM(ABC):
 
     #: Short label stored with results, e.g. "gguf:SmolLM2-135M-Instruct.Q4_1".
     label: str = ""
+    #: Its options (validated by :func:`~captionkit.llm.loader.load_llm` before construction);
+    #: None: the constructor's keyword arguments are checked by name instead.
+    Options: ClassVar[type[RuntimeOptions] | None] = None
 
     @abstractmethod
-    def chat(self, conversations: list[list[ChatMessage]], config: GenerationConfig) -> list[str]:
-        """Answer each conversation (batched where the runtime can); the assistant text only."""
+    def chat(self, conversations: list[list[ChatMessage]], config: Decoding) -> list[str]:
+        """Answer each conversation (batched where the runtime can); the assistant text only.
 
-    def complete(self, prompts: list[str], config: GenerationConfig) -> list[str]:
+        ``config`` is the one decoding-settings type; each runtime turns it into its own
+        arguments and ends generation at ``config.stop``.
+        """
+
+    def complete(self, prompts: list[str], config: Decoding) -> list[str]:
         """Continue raw prompts (base models, instruction/input/response layouts).
 
         The default wraps each prompt as a single user turn; runtimes that can do raw

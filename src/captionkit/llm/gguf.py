@@ -19,9 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from captionkit.errors import ConfigError, MissingDependencyError, ModelLoadError, require
-from captionkit.llm.base import ChatMessage, GenerationConfig, TextLLM, trim_at_stop
+from captionkit.llm.base import ChatMessage, RuntimeOptions, TextLLM, trim_at_stop
 from captionkit.llm.hf_causal import quiet_progress
+from captionkit.types import Decoding
 
 RUNTIMES = ("auto", "llama-cpp", "transformers")
 #: Written last into a converted checkpoint; a directory without it is not trusted.
@@ -140,8 +143,41 @@ def _replace_incomplete(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+class LlamaCppOptions(RuntimeOptions):
+    """What :class:`LlamaCppLLM` takes (``load_llm("gguf:PATH", **options)``)."""
+
+    n_ctx: int = Field(4096, ge=16, description="context window in tokens")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
+    n_gpu_layers: int | None = Field(None, description="layers on the GPU; -1: all")
+    #: Accepted so every local runtime takes the same options: ``cpu`` keeps all layers on
+    #: the CPU; the precision is the file's quantisation (``dtype`` must stay ``auto``).
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = Field(1, ge=1)
+    label: str | None = None
+
+
+def llama_cpp_args(decoding: Decoding) -> dict[str, Any]:
+    """The llama.cpp adapter of :class:`~captionkit.types.Decoding`: ``create_*completion`` args.
+
+    llama.cpp reads temperature 0 as greedy and has no beams (``num_beams`` is ignored);
+    ``top_k`` 0 is the whole vocabulary there too.
+    """
+    return {
+        "max_tokens": decoding.max_new_tokens,
+        "temperature": decoding.temperature if decoding.do_sample else 0.0,
+        "top_p": decoding.top_p,
+        "top_k": decoding.top_k,
+        "repeat_penalty": decoding.repetition_penalty,
+        "stop": list(decoding.stop) or None,
+        "seed": decoding.seed,
+    }
+
+
 class LlamaCppLLM(TextLLM):
     """A GGUF file run by llama-cpp-python (one conversation at a time: llama.cpp's API)."""
+
+    Options = LlamaCppOptions
 
     def __init__(
         self,
@@ -188,16 +224,10 @@ class LlamaCppLLM(TextLLM):
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp cannot load '{gguf_path}': {exc}") from None
 
-    def _sampling(self, config: GenerationConfig) -> dict[str, Any]:
-        return {
-            "max_tokens": config.max_new_tokens,
-            "temperature": config.temperature,  # 0 is greedy in llama.cpp too
-            "top_p": config.top_p,
-            "stop": list(config.stop) or None,
-            "seed": config.seed,
-        }
+    def _sampling(self, config: Decoding) -> dict[str, Any]:
+        return llama_cpp_args(config)
 
-    def chat(self, conversations: list[list[ChatMessage]], config: GenerationConfig) -> list[str]:
+    def chat(self, conversations: list[list[ChatMessage]], config: Decoding) -> list[str]:
         answers = []
         for conversation in conversations:
             reply = self._llm.create_chat_completion(
@@ -208,7 +238,7 @@ class LlamaCppLLM(TextLLM):
             answers.append(trim_at_stop(text, config.stop).strip())
         return answers
 
-    def complete(self, prompts: list[str], config: GenerationConfig) -> list[str]:
+    def complete(self, prompts: list[str], config: Decoding) -> list[str]:
         answers = []
         for prompt in prompts:
             reply = self._llm.create_completion(prompt, **self._sampling(config))
@@ -244,14 +274,16 @@ def load_gguf(
         raise ModelLoadError(f"GGUF file '{path}' does not exist; pass gguf:/path/to/model.gguf")
     label = label or f"gguf:{gguf_path.stem}"
     if runtime == "llama-cpp" or (runtime == "auto" and llama_cpp_available()):
-        from captionkit.llm.loader import check_options
+        from captionkit.llm.loader import validate_options
 
-        check_options(LlamaCppLLM, options, f"GGUF runtime llama-cpp ({label})", ("label",))
+        what = f"GGUF runtime llama-cpp ({label})"
+        options = validate_options(LlamaCppLLM, options, what, ("label",))
         return LlamaCppLLM(gguf_path, label=label, **options)
     from captionkit.llm.hf_causal import HFCausalLLM
-    from captionkit.llm.loader import check_options
+    from captionkit.llm.loader import validate_options
 
     fixed = ("label", "local_files_only", "revision", "trust_remote_code")
-    check_options(HFCausalLLM, options, f"GGUF runtime transformers ({label})", fixed)
+    what = f"GGUF runtime transformers ({label})"
+    options = validate_options(HFCausalLLM, options, what, fixed)
     checkpoint = convert_gguf(gguf_path, Path(cache_dir).expanduser() if cache_dir else None)
     return HFCausalLLM(checkpoint, label=label, local_files_only=True, **options)

@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from captionkit.devices import resolve_device, resolve_dtype
 from captionkit.errors import ConfigError, ModelLoadError, require
-from captionkit.llm.base import ChatMessage, GenerationConfig, TextLLM, trim_at_stop
-
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
+from captionkit.llm.base import ChatMessage, RuntimeOptions, TextLLM, trim_at_stop
+from captionkit.types import Decoding
 
 # Instruct models whose generation_config names only the document end token still end
 # their turn with one of these; stopping there saves generating a whole fake next turn.
@@ -23,33 +25,6 @@ _END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "
 
 # Layout for tokenizers without a chat template (base models); "\nUser:" then becomes a stop.
 _PLAIN_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``mps`` on Apple silicon, else ``cpu``."""
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    """``auto`` -> bf16 (or fp16) on GPUs, fp32 on CPU, where half precision is slower."""
-    import torch
-
-    if dtype not in _DTYPES:
-        raise ConfigError(f"dtype '{dtype}' is not one of: {', '.join(_DTYPES)}")
-    if dtype != "auto":
-        return getattr(torch, dtype)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
 
 
 @contextmanager
@@ -95,6 +70,19 @@ def _load_error(model: str, exc: BaseException) -> ModelLoadError:
     )
 
 
+class HFCausalOptions(RuntimeOptions):
+    """What :class:`HFCausalLLM` takes (``load_llm("hf:ORG/NAME", **options)``)."""
+
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    batch_size: int = Field(8, ge=1, description="prompts per generate call")
+    max_input_tokens: int | None = Field(None, ge=1, description="longer prompts lose their start")
+    revision: str | None = None
+    local_files_only: bool | None = None
+    trust_remote_code: bool = False
+    label: str | None = None
+
+
 class HFCausalLLM(TextLLM):
     """Batched generation with a transformers ``AutoModelForCausalLM``.
 
@@ -102,6 +90,8 @@ class HFCausalLLM(TextLLM):
     those new tokens are decoded; batches are sorted by prompt length to waste less compute
     on padding, and results come back in input order.
     """
+
+    Options = HFCausalOptions
 
     def __init__(
         self,
@@ -130,7 +120,7 @@ class HFCausalLLM(TextLLM):
                 "config.json and the weights (hf:/path/to/dir) or a Hub id (hf:ORG/NAME)"
             )
         self.label = label or f"hf:{model}"
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, extra="llm", feature="local text LLMs")
         self.batch_size = batch_size
         self.max_input_tokens = max_input_tokens
         kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
@@ -140,7 +130,7 @@ class HFCausalLLM(TextLLM):
             with quiet_progress(transformers):
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(name, **kwargs)
                 self.model = transformers.AutoModelForCausalLM.from_pretrained(
-                    name, dtype=resolve_dtype(dtype, self.device), **kwargs
+                    name, dtype=resolve_dtype(dtype, self.device, extra="llm"), **kwargs
                 )
         except (OSError, ValueError, KeyError) as exc:  # missing files, no network, bad config
             raise _load_error(name, exc) from None
@@ -178,11 +168,13 @@ class HFCausalLLM(TextLLM):
     def render_chat(self, conversation: Sequence[ChatMessage]) -> str:
         """The exact prompt text one conversation becomes (the model's own chat template)."""
         if self.has_chat_template:
+            from jinja2.exceptions import TemplateError  # chat templates are jinja2
+
             messages = [{"role": m.role, "content": m.content} for m in conversation]
             try:
                 return self._apply_template(messages)
-            except Exception as exc:  # jinja2 raises TemplateError from the template itself
-                if type(exc).__name__ != "TemplateError" or messages[0]["role"] != "system":
+            except TemplateError:  # raised by the template itself (raise_exception)
+                if messages[0]["role"] != "system":
                     raise
                 # Some templates (Gemma's) refuse a system turn: fold it into the first user turn.
                 return self._apply_template(_fold_system(messages))
@@ -194,53 +186,59 @@ class HFCausalLLM(TextLLM):
             messages, add_generation_prompt=True, tokenize=False
         )
 
-    def chat(self, conversations: list[list[ChatMessage]], config: GenerationConfig) -> list[str]:
+    def chat(self, conversations: list[list[ChatMessage]], config: Decoding) -> list[str]:
         prompts = [self.render_chat(c) for c in conversations]
         if self.has_chat_template:
             # The template already writes BOS and role markers; adding them again hurts.
             return self._generate(prompts, config, add_special_tokens=False)
         stop = (*config.stop, "\nUser:")
-        return self._generate(prompts, _with_stop(config, stop), add_special_tokens=True)
+        return self._generate(prompts, config.replace(stop=stop), add_special_tokens=True)
 
-    def complete(self, prompts: list[str], config: GenerationConfig) -> list[str]:
+    def complete(self, prompts: list[str], config: Decoding) -> list[str]:
         return self._generate(list(prompts), config, add_special_tokens=True)
 
-    def _generation_config(self, config: GenerationConfig) -> Any:
+    def _generation_config(self, config: Decoding) -> tuple[Any, dict[str, Any]]:
+        """A transformers ``GenerationConfig`` for ``config``, and the extra ``generate``
+        arguments (the seeded sampler, when the run is seeded)."""
         from transformers import GenerationConfig as HFGenerationConfig
+
+        from captionkit.llm.hf_decoding import generate_kwargs, seeded_generation
 
         # A fresh config rather than the model's: checkpoints ship sampling defaults
         # (temperature 0.6, top_p 0.9 ...) that would silently override "greedy".
         settings: dict[str, Any] = {
-            "max_new_tokens": config.max_new_tokens,
+            **generate_kwargs(config),
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self._eos_ids or None,
             "bos_token_id": self.tokenizer.bos_token_id,
         }
-        if config.temperature > 0:
-            settings.update(do_sample=True, temperature=config.temperature, top_p=config.top_p)
-        else:
-            settings.update(do_sample=False)
         if config.stop:
             settings["stop_strings"] = list(config.stop)
-        return HFGenerationConfig(**settings)
+        settings, _ = seeded_generation(config, settings)
+        extra = (
+            {"logits_processor": settings.pop("logits_processor")}
+            if ("logits_processor" in settings)
+            else {}
+        )
+        return HFGenerationConfig(**settings), extra
 
     def _generate(
-        self, prompts: list[str], config: GenerationConfig, *, add_special_tokens: bool
+        self, prompts: list[str], config: Decoding, *, add_special_tokens: bool
     ) -> list[str]:
         if not prompts:
             return []
-        torch = self._torch
-        gen_config = self._generation_config(config)
+        from captionkit.llm.hf_decoding import global_seed
+
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[str] = [""] * len(prompts)
-        devices = [torch.cuda.current_device()] if self.device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices, enabled=config.seed is not None):
-            if config.seed is not None:
-                torch.manual_seed(config.seed)
+        # One seeded sampler for the whole call: its generator runs on from batch to batch,
+        # so copies of one prompt in different batches still get different samples.
+        gen_config, extra = self._generation_config(config)
+        with global_seed(config, self.device):
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
                 texts = self._generate_batch(
-                    [prompts[i] for i in rows], gen_config, config, add_special_tokens
+                    [prompts[i] for i in rows], gen_config, extra, config, add_special_tokens
                 )
                 for i, text in zip(rows, texts, strict=True):
                     results[i] = text
@@ -250,7 +248,8 @@ class HFCausalLLM(TextLLM):
         self,
         prompts: list[str],
         gen_config: Any,
-        config: GenerationConfig,
+        extra: dict[str, Any],
+        config: Decoding,
         add_special_tokens: bool,
     ) -> list[str]:
         torch = self._torch
@@ -262,7 +261,8 @@ class HFCausalLLM(TextLLM):
             truncation=self.max_input_tokens is not None,
             max_length=self.max_input_tokens,
         ).to(self.device)
-        extra = {"tokenizer": self.tokenizer} if config.stop else {}
+        if config.stop:
+            extra = {**extra, "tokenizer": self.tokenizer}
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=enc["input_ids"],
@@ -288,9 +288,3 @@ def _fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     if rest and rest[0]["role"] == "user":
         return [{"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:]]
     return [{"role": "user", "content": system}, *rest]
-
-
-def _with_stop(config: GenerationConfig, stop: tuple[str, ...]) -> GenerationConfig:
-    from dataclasses import replace
-
-    return replace(config, stop=stop)

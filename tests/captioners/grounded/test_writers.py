@@ -15,7 +15,8 @@ from captionkit.captioners.grounded.grammar import (
 )
 from captionkit.captioners.grounded.writers import LLMWriter, TemplateWriter
 from captionkit.errors import ConfigError
-from captionkit.llm.base import ChatMessage, GenerationConfig, TextLLM
+from captionkit.llm.base import ChatMessage, TextLLM
+from captionkit.types import Decoding
 
 
 def obj(i: str, label: str, box, colours=(), score=0.9, area=0.2) -> ObjectFact:
@@ -104,7 +105,7 @@ class ScriptedLLM(TextLLM):
         self.answers = answers
         self.chats: list[list[ChatMessage]] = []
         self.prompts: list[str] = []
-        self.configs: list[GenerationConfig] = []
+        self.configs: list[Decoding] = []
 
     def chat(self, conversations, config):
         self.chats += conversations

@@ -189,7 +189,7 @@ def dominant_colours(
         acc[0] += share
         acc[1:] = [a + share * v for a, v in zip(acc[1:], mean_rgb, strict=True)]
     shares = [
-        ColourShare(name, tuple(round(v / s) for v in acc[1:]), round(s, 3))  # type: ignore[arg-type]
+        ColourShare(name, (round(acc[1] / s), round(acc[2] / s), round(acc[3] / s)), round(s, 3))
         for name, acc in merged.items()
         for s in [acc[0]]
     ]

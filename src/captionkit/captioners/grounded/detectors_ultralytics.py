@@ -18,13 +18,12 @@ from its yaml (random weights); see ``scripts/ultralytics_env.sh`` and
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from captionkit.captioners.grounded.detectors import COCO80, Detector
+from captionkit.captioners.grounded.detectors import COCO80, Detector, DetectorOptions
 from captionkit.errors import ConfigError, MissingDependencyError, ModelLoadError
 
 #: What ultralytics loads (and downloads into the working folder) when no weights are given.
@@ -33,7 +32,6 @@ DEFAULT_MODEL = "yolov8n.pt"
 BOX_TASKS = ("detect", "segment", "pose")
 WEIGHTS_HINT = "pass -o detector_weights=PATH to a local .pt file"
 #: Devices this detector accepts (captionkit's spelling; ultralytics reads them all).
-DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -90,8 +88,16 @@ class UltralyticsDetector(Detector):
 
     name = "ultralytics"
 
-    def __init__(self, weights: str | None = None, device: str = "auto", **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    @classmethod
+    def from_options(cls, options: DetectorOptions) -> Detector:
+        o = options
+        return cls(
+            weights=o.weights, device=o.device, conf=o.conf, nms=o.nms,
+            max_objects=o.max_objects, threads=o.threads,
+        )  # fmt: skip
+
+    def __init__(self, weights: str | None = None, device: str = "auto", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.weights = str(weights) if weights else DEFAULT_MODEL
         if _is_path(self.weights):
             from captionkit.captioners.grounded.weights import local_weights
@@ -102,6 +108,8 @@ class UltralyticsDetector(Detector):
             self._local = True
         else:
             self._local = False
+        from captionkit.devices import DEVICE_RE
+
         if not DEVICE_RE.fullmatch(device):
             raise ConfigError(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
         self.device = device
@@ -109,13 +117,13 @@ class UltralyticsDetector(Detector):
         self._ultralytics = import_ultralytics()
 
     def _load(self) -> None:
-        from captionkit.captioners.hf_loading import resolve_device
+        from captionkit.devices import resolve_device
 
         if self.threads is not None:
             import torch
 
             torch.set_num_threads(int(self.threads))
-        self._device = resolve_device(self.device)
+        self._device = resolve_device(self.device, extra="ultralytics", feature="Ultralytics")
         if self._local:
             from ultralytics.utils.checks import check_yolov5u_filename
 

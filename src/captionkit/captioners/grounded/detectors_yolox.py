@@ -9,9 +9,11 @@ anchor-free grid outputs with strides 8/16/32 and score = objectness x class pro
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from captionkit.captioners.grounded.detectors import Detector, set_cv2_threads
+from captionkit.captioners.grounded.detectors import Detector, DetectorOptions, set_cv2_threads
 from captionkit.captioners.grounded.weights import local_weights, yolox_nano_weights
 from captionkit.errors import ModelLoadError
 
@@ -58,8 +60,15 @@ class YOLOXDetector(Detector):
 
     name = "yolox"
 
-    def __init__(self, weights: str | None = None, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    @classmethod
+    def from_options(cls, options: DetectorOptions) -> Detector:
+        o = options
+        return cls(
+            weights=o.weights, conf=o.conf, nms=o.nms, max_objects=o.max_objects, threads=o.threads
+        )
+
+    def __init__(self, weights: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         # A wrong local path fails now, not at the first batch.
         self.weights = local_weights(weights) if weights else None
 

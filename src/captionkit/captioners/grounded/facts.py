@@ -19,9 +19,14 @@ from pydantic import BaseModel, Field
 from captionkit.captioners.grounded.coco_words import display_name
 from captionkit.captioners.grounded.grammar import counted, join_list
 from captionkit.captioners.grounded.relations import Relation, salient_relations
+from captionkit.errors import MissingDependencyError, ModelLoadError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import numpy as np
+
+    from captionkit.captioners.grounded.colours import Palette
 
 #: Scene confidences below this are not stated at all; between it and SURE they are hedged.
 SCENE_MIN = 0.25
@@ -147,16 +152,25 @@ BREED_RELABEL = 0.3
 BREED_ADD = 0.5
 
 
-@lru_cache(maxsize=1)
 def breed_names() -> dict[str, str]:
-    """ImageNet first-synonym -> COCO animal for dog and cat breeds ({} without the labels)."""
-    try:
-        from captionkit.captioners.grounded.scene import LABEL_FILE
-        from captionkit.captioners.grounded.weights import pibo_model_path
+    """ImageNet first-synonym -> COCO animal for dog and cat breeds ({} without the labels).
 
-        lines = pibo_model_path(LABEL_FILE).read_text().splitlines()
-    except Exception:  # no scene model installed: no breed evidence, nothing to fuse
+    Only "the scene model is not installed" means "no breeds": any other failure (an
+    unreadable file) is raised, and nothing but a success is cached, so one bad moment
+    cannot switch breed fusion off for the rest of the process.
+    """
+    try:
+        return _read_breed_names()
+    except (MissingDependencyError, ModelLoadError):  # no scene model: nothing to fuse
         return {}
+
+
+@lru_cache(maxsize=1)
+def _read_breed_names() -> dict[str, str]:
+    from captionkit.captioners.grounded.scene import LABEL_FILE
+    from captionkit.captioners.grounded.weights import pibo_model_path
+
+    lines = pibo_model_path(LABEL_FILE).read_text().splitlines()
     return {
         lines[i].split(",")[0].strip(): animal
         for animal, (lo, hi) in BREED_RANGES.items()
@@ -237,6 +251,12 @@ class _Relabelled:
     source: str = "detector"
 
 
+def _box4(values: Iterable[float]) -> tuple[float, float, float, float]:
+    """A box as the 4-tuple the type says it is (x1, y1, x2, y2)."""
+    x1, y1, x2, y2 = values
+    return (x1, y1, x2, y2)
+
+
 def build_facts(
     image: np.ndarray,
     detections: list[Any],
@@ -244,7 +264,7 @@ def build_facts(
     texts: list[Any] | None = None,
     *,
     colours: bool = True,
-    palette: str = "coarse",
+    palette: Palette = "coarse",
     max_objects: int = 10,
     max_relations: int = 3,
     min_text_score: float = 0.6,
@@ -271,17 +291,17 @@ def build_facts(
     objects: list[ObjectFact] = []
     for det in dets:
         numbering[det.label] += 1
-        box = tuple(float(v) for v in det.box)
+        box = _box4(float(v) for v in det.box)
         source = getattr(det, "source", "detector")
         measure = colours and not (source == "classifier" and box[2] - box[0] >= w * 0.99)
-        names = [c.name for c in dominant_colours(image, box, palette=palette)] if measure else []  # type: ignore[arg-type]
+        names = [c.name for c in dominant_colours(image, box, palette=palette)] if measure else []
         area = _box_area(box) / float(w * h) if w and h else 0.0
         objects.append(
             ObjectFact(
                 id=f"{det.label.replace(' ', '_')}_{numbering[det.label]}",
                 label=det.label,
                 score=round(float(det.score), 3),
-                box=tuple(round(v * scale, 1) for v in box),  # type: ignore[arg-type]
+                box=_box4(round(v * scale, 1) for v in box),
                 colours=names[:2],
                 area=round(area, 4),
                 source=source,
@@ -297,8 +317,8 @@ def build_facts(
     ]
     # A classifier-only animal's box is the whole image: masking it would hide the ground
     # it stands on, so only boxes that locate something take part.
-    located = [tuple(d.box) for d in dets if not _whole_image(d, w)]
-    ground = ground_colour(image, located) if colours else None  # type: ignore[arg-type]
+    located = [_box4(d.box) for d in dets if not _whole_image(d, w)]
+    ground = ground_colour(image, located) if colours else None
     return Facts(
         width=size[0] if size else round(w * scale),
         height=size[1] if size else round(h * scale),
@@ -307,7 +327,7 @@ def build_facts(
         relations=relations,
         scene=scene_fact,
         texts=spans,
-        image_colours=image_colours(image, palette=palette) if not objects and colours else [],  # type: ignore[arg-type]
+        image_colours=image_colours(image, palette=palette) if not objects and colours else [],
         ground_colour=ground,
         surface=SURFACES.get(ground or ""),
     )

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL.Image import Image
 
+    from captionkit.captioners.grounded.writers import Writer
+
 
 class Prepared(NamedTuple):
     """One preprocessed image: the RGB array the models see, the scale back, original size."""
@@ -52,14 +54,28 @@ class Prepared(NamedTuple):
 class GroundedOptions(BackendOptions):
     """Options of the grounded backend (``--option name=value`` on the CLI)."""
 
-    detector: Literal["ssd", "yolox", "ultralytics"] = "ssd"
-    detector_weights: str | None = Field(None, description="local weights file for the detector")
+    detector: str = Field(
+        "ssd",
+        description="grounded: ssd (offline default), yolox, ultralytics.",
+        json_schema_extra={"cli": True},
+    )
+    detector_weights: str | None = Field(
+        None,
+        description="grounded: a local detector weights file (air-gapped use).",
+        json_schema_extra={"cli": True},
+    )
     conf: float = Field(0.3, ge=0.0, le=1.0, description="minimum detection confidence")
     max_objects: int = Field(10, ge=1, le=100)
     writer: str = Field(
-        "template", description='"template" or a text-LLM spec: smollm2, gguf:PATH, hf:ORG/NAME'
+        "template",
+        description="grounded: template, or a text LLM (smollm2, hf:..., openai-compatible:NAME).",
+        json_schema_extra={"cli": True},
     )
-    base_url: str | None = Field(None, description="server URL for openai-compatible writers")
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1.",
+        json_schema_extra={"cli": True},
+    )
     prompt_format: Literal["chat", "completion"] = "chat"
     few_shot: bool = True
     scene: bool = True
@@ -70,11 +86,13 @@ class GroundedOptions(BackendOptions):
     max_side: int = Field(1024, ge=64, description="larger images are shrunk to this first")
     threads: int | None = Field(None, ge=1, description="CPU threads per vision model")
     device: str = Field(
-        "auto", description="auto, cpu, cuda, cuda:1, mps (ultralytics only; SSD/YOLOX: CPU)"
+        "auto",
+        description="auto, cpu, cuda, cuda:1, mps (grounded: the ultralytics detector only).",
+        json_schema_extra={"cli": True},
     )
 
 
-class GroundedCaptioner(Captioner):
+class GroundedCaptioner(Captioner[GroundedOptions]):
     name: ClassVar[str] = "grounded"
     extra: ClassVar[str] = "grounded"
     requires: ClassVar[tuple[str, ...]] = ("cv2", "onnxruntime")
@@ -82,11 +100,20 @@ class GroundedCaptioner(Captioner):
     Options: ClassVar[type[BackendOptions]] = GroundedOptions
     default_batch_size: ClassVar[int] = 8
     version: ClassVar[str] = "3"  # 3: relations and sentences deduplicated, hedged once
+    #: Not thread-safe: its models load lazily on first use without a lock, an LLM writer's
+    #: runtime (llama.cpp, one transformers model) and the Ultralytics detector serve one
+    #: call at a time. Per-request settings do travel with each call (nothing shared is
+    #: changed per batch), so one engine thread may interleave requests freely.
+    thread_safe: ClassVar[bool] = False
 
-    options: GroundedOptions
+    def __init__(self, model: str = "", options: GroundedOptions | None = None) -> None:
+        from captionkit.captioners.grounded.detectors import check_detector
+        from captionkit.captioners.grounded.writer_registry import check_writer
 
-    def __init__(self, model: str = "", options: BackendOptions | None = None) -> None:
         super().__init__(model, options)
+        # Unknown names fail here, listing the known ones, not at the first batch.
+        check_detector(self.options.detector)
+        check_writer(self.options.writer)
         self._detector: Any = None
         self._scene: Any = None
         self._ocr: Any = None
@@ -135,22 +162,16 @@ class GroundedCaptioner(Captioner):
         return self._component("_ocr", lambda: load_ocr(threads=self.options.threads))
 
     @property
-    def writer(self) -> Any:
-        from captionkit.captioners.grounded.writers import LLMWriter, TemplateWriter
+    def writer(self) -> Writer:
+        from captionkit.captioners.grounded.writer_registry import WriterOptions, make_writer
 
         o = self.options
-        if o.writer == "template":
-            return self._component("_writer", lambda: TemplateWriter(colours=o.colours))
-
-        def make() -> LLMWriter:
-            from captionkit.llm import load_llm
-
-            extra = {"base_url": o.base_url} if o.base_url else {}
-            return LLMWriter(
-                load_llm(o.writer, **extra), o.prompt_format, o.few_shot, o.faithful, o.colours
-            )
-
-        return self._component("_writer", make)
+        opts = WriterOptions(
+            colours=o.colours, prompt_format=o.prompt_format, few_shot=o.few_shot,
+            faithful=o.faithful, base_url=o.base_url,
+        )  # fmt: skip
+        writer: Writer = self._component("_writer", lambda: make_writer(o.writer, opts))
+        return writer
 
     # -- the pipeline -----------------------------------------------------------------------
     def preprocess(self, image: Image, request: CaptionRequest) -> Prepared:
@@ -191,14 +212,14 @@ class GroundedCaptioner(Captioner):
     def caption_batch(self, inputs: list[Prepared], request: CaptionRequest) -> list[CaptionOutput]:
         facts = self.facts_batch(inputs)
         n = max(1, request.num_captions)
-        writer = self.writer
-        if self.options.writer == "template":
-            texts = writer.write_batch(facts, request.style, n)
-        else:
-            from captionkit.llm.base import GenerationConfig
+        from captionkit.captioners.grounded.writers import WRITER_STOP
+        from captionkit.llm.base import text_decoding
 
-            writer.config = GenerationConfig.from_decoding(request.decoding, stop=("\n\n", "###"))
-            texts = writer.write_batch(facts, request.style, n, prompt=request.prompt)
+        # This request's settings go with the call: the writer is shared by every request.
+        config = text_decoding(request.decoding, stop=WRITER_STOP)
+        texts = self.writer.write_batch(
+            facts, request.style, n, prompt=request.prompt, config=config
+        )
         outputs = []
         for f, candidates in zip(facts, texts, strict=True):
             ranked = rerank(candidates, f, request.style)

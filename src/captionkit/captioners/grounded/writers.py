@@ -36,7 +36,12 @@ from captionkit.captioners.grounded.relations import relation_key
 from captionkit.styles import finish, get_style
 
 if TYPE_CHECKING:
-    from captionkit.llm.base import GenerationConfig, TextLLM
+    from captionkit.captioners.grounded.writer_registry import WriterOptions
+    from captionkit.llm.base import TextLLM
+    from captionkit.types import Decoding
+
+#: Where an LLM writer's caption ends: a blank line or the next few-shot example.
+WRITER_STOP = ("\n\n", "###")
 
 #: Classifier labels below this probability are not used as cues.
 CUE_MIN = 0.2
@@ -51,9 +56,22 @@ OUTSIDE_SURE = 0.85
 
 
 class Writer(Protocol):
-    """Anything that writes ``n`` candidate captions per Facts for a style."""
+    """Anything that writes ``n`` candidate captions per Facts for a style.
 
-    def write_batch(self, facts: list[Facts], style: str, n: int = 1) -> list[list[str]]: ...
+    ``prompt`` (the user's own instruction) and ``config`` (this call's decoding settings)
+    come with every call, never stored, so one writer serves concurrent requests; writers
+    without a model ignore them. Writers found by name (:mod:`writer_registry`) are built
+    with ``from_options``.
+    """
+
+    def write_batch(
+        self,
+        facts: list[Facts],
+        style: str = "short",
+        n: int = 1,
+        prompt: str | None = None,
+        config: Decoding | None = None,
+    ) -> list[list[str]]: ...
 
 
 def simple_colour(name: str | None) -> str | None:
@@ -403,7 +421,19 @@ class TemplateWriter:
             ]
         return [finish(tidy(t), style) for t in texts[: max(1, n)]]
 
-    def write_batch(self, facts: list[Facts], style: str = "short", n: int = 1) -> list[list[str]]:
+    @classmethod
+    def from_options(cls, options: WriterOptions) -> TemplateWriter:
+        return cls(colours=options.colours)
+
+    def write_batch(
+        self,
+        facts: list[Facts],
+        style: str = "short",
+        n: int = 1,
+        prompt: str | None = None,
+        config: Decoding | None = None,
+    ) -> list[list[str]]:
+        """Template captions; a free ``prompt`` and decoding settings do not apply to it."""
         return [self.write(f, style, n) for f in facts]
 
 
@@ -430,10 +460,10 @@ class LLMWriter:
         few_shot: bool = True,
         faithful: bool = True,
         colours: bool = True,
-        config: GenerationConfig | None = None,
+        config: Decoding | None = None,
         draft: bool = True,
     ) -> None:
-        from captionkit.llm.base import GenerationConfig
+        from captionkit.types import Decoding
 
         self.llm = llm
         self.prompt_format = prompt_format
@@ -441,7 +471,9 @@ class LLMWriter:
         self.faithful = faithful
         self.draft = draft
         self.template = TemplateWriter(colours=colours)
-        self.config = config or GenerationConfig(max_new_tokens=60, stop=("\n\n", "###"))
+        #: The settings used when a call passes none; never changed after construction, so
+        #: calls with different settings can run at once.
+        self.config = config or Decoding(max_new_tokens=60, temperature=0.0, stop=WRITER_STOP)
 
     def write_batch(
         self,
@@ -449,15 +481,17 @@ class LLMWriter:
         style: str = "short",
         n: int = 1,
         prompt: str | None = None,
+        config: Decoding | None = None,
     ) -> list[list[str]]:
-        from dataclasses import replace
-
+        """``n`` candidates per Facts; ``config`` (this call's settings) defaults to the
+        writer's own. Several greedy candidates would be one text ``n`` times, so they are
+        sampled (temperature 0.7, top-p 0.95)."""
         from captionkit.captioners.grounded import prompts
         from captionkit.captioners.grounded.rerank import hallucinated
 
-        config = self.config
-        if n > 1 and config.temperature == 0:
-            config = replace(config, temperature=0.7, top_p=0.95)
+        config = config or self.config
+        if n > 1 and not config.do_sample:
+            config = config.replace(do_sample=True, temperature=0.7, top_p=0.95)
         drafts = [self.template.write(f, style)[0] if self.draft else None for f in facts]
         jobs = [(f, d) for f, d in zip(facts, drafts, strict=True) for _ in range(n)]
         if self.prompt_format == "completion":
