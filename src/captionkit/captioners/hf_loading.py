@@ -294,6 +294,10 @@ def inspect_checkpoint(
     ckpt = Checkpoint(model_id, path, raw, arch=hf_arch.find(raw))
     if ckpt.arch is not None:  # a layout captionkit loads itself: AutoConfig would misread it
         return ckpt
+    if raw is None and local is None:
+        # The hub had no config.json for us (offline and not cached, or no such repo): asking
+        # again through AutoConfig would only repeat the hub's retries (~25 s offline).
+        raise _not_downloadable(model_id)
     if raw and raw.get("model_type"):
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
