@@ -298,3 +298,59 @@ def test_api_client_takes_an_httpx_transport():
     assert json.loads(seen[0].content) == {"a": 1} and seen[0].headers["x-k"] == "v"
     assert seen[0].headers["user-agent"].startswith("captionkit/")
     assert (client.requests, client.retries) == (2, 1)
+
+
+def _scripted(*answers: tuple[int, dict[str, str]]) -> tuple[APIClient, list[float], list[int]]:
+    """An APIClient on MockTransport answering ``answers`` in order, then 200; backoff waits
+    recorded, not slept."""
+    import httpx
+
+    script = deque(answers)
+    seen: list[int] = []
+    waits: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status, headers = script.popleft() if script else (200, {})
+        seen.append(status)
+        return httpx.Response(status, json={"error": {"message": "x"}}, headers=headers)
+
+    client = APIClient(
+        retry=RetryPolicy(max_retries=3, jitter=0.0),
+        transport=httpx.MockTransport(handler),
+        sleep=waits.append,
+    )
+    return client, waits, seen
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 501, 505, 520, 521, 522, 523, 524, 529])
+def test_statuses_the_sdks_retry_are_retried(status):
+    """openai-python and anthropic-sdk-python ``_base_client._should_retry`` (Stainless): 408,
+    409, 429 and any status >= 500 are retried with backoff; Cloudflare's 520-524 in front of
+    a vendor are 5xx like any other."""
+    client, waits, seen = _scripted((status, {}))
+    resp = client.post_json("http://api.test/v1", {})
+    assert resp.status == 200 and seen == [status, 200] and len(waits) == 1
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_other_client_errors_are_not_retried(status):
+    client, waits, seen = _scripted((status, {}))
+    assert client.post_json("http://api.test/v1", {}).status == status
+    assert seen == [status] and waits == []
+
+
+def test_x_should_retry_header_is_honoured():
+    """The same ``_should_retry``: ``x-should-retry: true`` retries whatever the status,
+    ``false`` retries nothing, before the status is looked at."""
+    client, waits, seen = _scripted((503, {"x-should-retry": "false"}))
+    resp = client.post_json("http://api.test/v1", {})
+    assert resp.status == 503 and seen == [503] and waits == []
+    client, waits, seen = _scripted((400, {"x-should-retry": "true"}))
+    assert client.post_json("http://api.test/v1", {}).status == 200 and seen == [400, 200]
+
+
+def test_retry_after_ms_and_retry_after_still_win():
+    """``retry-after-ms`` (OpenAI/Anthropic SDKs read it first), then ``Retry-After``."""
+    client, waits, _ = _scripted((429, {"retry-after-ms": "1500"}), (503, {"retry-after": "2"}))
+    assert client.post_json("http://api.test/v1", {}).status == 200
+    assert 1.5 <= waits[0] < 1.7 and 2.0 <= waits[1] < 2.3

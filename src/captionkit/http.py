@@ -3,8 +3,9 @@
 Image downloads (``inputs/fetch.py``) and the hosted-API backends both go through here, so
 proxies, timeouts and retry rules are configured once. :class:`APIClient` is what every
 provider backend and HTTP text LLM uses: it bounds concurrency, spaces requests to a
-requests-per-minute budget, and retries 429/5xx/timeouts with exponential backoff plus
-jitter (tenacity), waiting at least what the server's ``Retry-After`` asks for.
+requests-per-minute budget, and retries 408/409/429/5xx/timeouts with exponential backoff
+plus jitter (tenacity), waiting at least what the server's ``Retry-After`` asks for and
+honouring ``x-should-retry``, as the vendors' SDKs do.
 """
 
 from __future__ import annotations
@@ -136,9 +137,11 @@ def download(
 
 log = logging.getLogger("captionkit.http")
 
-#: Worth retrying: timeouts, conflicts, rate limits, overload, gateway hiccups (529 is
-#: Anthropic's "overloaded"). Everything else is the request's own fault and is not retried.
-RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+#: Worth retrying, as the vendors' own SDKs do (openai-python and anthropic-sdk-python
+#: ``_base_client._should_retry``): 408 timeout, 409 conflict, 429 rate limit and every 5xx
+#: (Cloudflare's 520-524 and Anthropic's 529 "overloaded" included). Everything else is the
+#: request's own fault and is not retried, unless the server says ``x-should-retry: true``.
+RETRY_STATUSES = frozenset({408, 409, 429, *range(500, 600)})
 
 
 @dataclass(frozen=True)
@@ -335,7 +338,13 @@ class APIClient:
             resp = APIResponse(
                 raw.status_code, raw.text, {k.lower(): v for k, v in raw.headers.items()}
             )
-            if raw.status_code in policy.statuses and not (final and final(resp)):
+            if final and final(resp):
+                return resp
+            # The server's own word first, as the SDKs read it: "true" retries any status,
+            # "false" none; without it the status decides.
+            should = resp.headers.get("x-should-retry", "").strip().lower()
+            retry = should == "true" or (should != "false" and raw.status_code in policy.statuses)
+            if retry and raw.status_code >= 400:
                 raise _RetryableStatus(resp, retry_after_seconds(resp.headers, resp.json()))
             return resp
 

@@ -41,7 +41,6 @@ def test_text_request_body_and_headers():
         "messages": [{"role": "user", "content": "A dog on grass."}],
         "system": "Rewrite.",
         "max_tokens": 50,
-        "temperature": 0.0,
         "stop_sequences": ["\n"],
     }  # no seed: Messages has none
 
@@ -67,8 +66,11 @@ def test_image_request_body_image_first_and_one_of_temperature_or_top_p():
     ]
     assert body["output_config"]["format"]["schema"]["required"] == ["caption", "tags"]
     assert body["temperature"] == 0.6 and "top_p" not in body and "n" not in body
-    greedy_top_p = p.image_body(IMAGE, "S", "I", Decoding(top_p=0.5))
-    assert greedy_top_p["top_p"] == 0.5 and "temperature" not in greedy_top_p
+    sampled_top_p = p.image_body(IMAGE, "S", "I", Decoding(do_sample=True, top_p=0.5))
+    assert sampled_top_p["temperature"] == 1.0 and "top_p" not in sampled_top_p
+    # greedy sends neither: nothing to cut, and newer models refuse what was not asked for
+    greedy = p.image_body(IMAGE, "S", "I", Decoding(top_p=0.5))
+    assert "temperature" not in greedy and "top_p" not in greedy
 
 
 def test_answer_usage_counts_cache_tokens():
@@ -78,11 +80,11 @@ def test_answer_usage_counts_cache_tokens():
         "cache_read_input_tokens": 5,
         "output_tokens": 7,
     }
-    p = make("anthropic", Wire(ok("A cat.", usage=usage, stop="max_tokens")))
+    p = make("anthropic", Wire(ok("A cat.", usage=usage, stop="end_turn")))
     done = p.send(p.text_body([ChatMessage("user", "hi")], Decoding()))
     assert done.texts == ["A cat."]
     assert done.usage == {"input_tokens": 115, "output_tokens": 7}
-    assert done.finish_reason == "max_tokens"
+    assert done.finish_reason == "end_turn"
     assert not p.returns_n  # N candidates are N requests
 
 

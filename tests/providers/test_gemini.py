@@ -62,8 +62,6 @@ def test_text_request_body_and_headers():
         "systemInstruction": {"parts": [{"text": "Rewrite."}]},
         "generationConfig": {
             "maxOutputTokens": 50,
-            "temperature": 0.0,
-            "topP": 0.5,
             "seed": 1,
             "stopSequences": ["\n"],
         },

@@ -5,6 +5,13 @@
 rewrites it): the image captioners and the text LLMs of every vendor, across the settings
 that change what is sent (sampling, N candidates, JSON output, omitted sampling, options
 overrides, stops).
+
+Regenerated deliberately for #14 (sampling parameters only when asked for): every greedy body
+lost ``temperature: 0.0`` (``*/default``, ``*/json``, ``text/*/stop``) and greedy bodies lost
+``top_p`` (``*/topp_greedy``: greedy has nothing to cut); ``-o temperature=0`` still sends
+``temperature: 0.0`` (``image/*/topp_greedy``); Anthropic's N candidates (``image/anthropic/n3``)
+are sampled at temperature 1.0 instead of three identical greedy requests. Headers and URLs
+are unchanged.
 """
 
 from __future__ import annotations

@@ -47,7 +47,6 @@ def test_text_request_body_and_headers():
             {"role": "user", "content": "A dog on grass."},
         ],
         "max_completion_tokens": 50,
-        "temperature": 0.0,
         "seed": 3,
         "stop": ["\n"],
     }
@@ -76,12 +75,12 @@ def test_image_request_body_with_json_schema_n_and_detail():
 
 
 def test_answer_texts_usage_and_finish_reason():
-    wire = Wire(ok("Two cats.", n=2, usage=(300, 25), finish="length"))
+    wire = Wire(ok("Two cats.", n=2, usage=(300, 25), finish="stop"))
     p = make("openai", wire)
     done = p.send(p.text_body([ChatMessage("user", "hi")], Decoding()))
     assert done.texts == ["Two cats. 0", "Two cats. 1"]
     assert done.usage == {"input_tokens": 300, "output_tokens": 25}
-    assert done.finish_reason == "length" and done.retries == 0
+    assert done.finish_reason == "stop" and done.retries == 0
 
 
 def test_refusal_fails_the_request():

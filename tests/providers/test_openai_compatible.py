@@ -30,7 +30,6 @@ def test_text_request_goes_to_the_base_url_without_a_key():
         "model": "m1",
         "messages": [{"role": "user", "content": "hi"}],
         "max_tokens": 20,  # the name these servers know (not max_completion_tokens)
-        "temperature": 0.0,
     }
     assert done.texts == ["A cat."]  # content parts joined
     assert done.usage == {"input_tokens": 7, "output_tokens": 3}

@@ -4,12 +4,16 @@ Gemini and Anthropic.
 Each class is a :class:`~captionkit.llm.base.TextLLM` over one vendor's
 :class:`~captionkit.providers.base.Provider`, the same one the image captioners use: the
 endpoint, key, request body, parsing and error rules are the provider's, so a caption
-rewritten by ``openai:`` fails, retries and bills exactly as one captioned by it.
+rewritten by ``openai:`` fails, retries and bills exactly as one captioned by it: sampling
+parameters only when sampling, parameters a model rejects dropped (and remembered for the
+run), billing/quota errors stopping the run, truncated or refused answers failing with the
+reason, usage counted even then.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,22 +25,45 @@ from captionkit.providers.base import Provider, RequestFailed, as_decoding, reso
 from captionkit.types import Decoding
 
 __all__ = [
+    "HOSTED_KINDS",
     "AnthropicLLM",
     "GeminiLLM",
     "HTTPTextLLM",
     "OpenAICompatibleLLM",
     "OpenAILLM",
     "RequestFailed",
+    "hosted_llm_options",
     "resolve_key",
 ]
+
+#: Text-model spec kinds served over HTTP by this module (``KIND:MODEL``).
+HOSTED_KINDS = ("openai-compatible", "openai", "gemini", "anthropic")
+
+
+def hosted_llm_options(
+    spec: str, options: Mapping[str, Any] | None = None, *, key_source: str = "api_key"
+) -> dict[str, Any]:
+    """The ``load_llm`` options for ``spec`` from a caller's settings, so every key source
+    (a flag, a ``[backends.NAME]`` table, then the vendor's environment variables) reaches
+    every hosted text LLM the same way: None values are dropped; a hosted spec also gets
+    ``key_source`` (named in its missing-key error); a local one gets no ``api_key``."""
+    opts = {k: v for k, v in (options or {}).items() if v is not None}
+    if spec.partition(":")[0].strip().lower() in HOSTED_KINDS:
+        opts.setdefault("key_source", key_source)
+    else:
+        opts.pop("api_key", None)
+        opts.pop("key_source", None)
+    return opts
 
 
 class HTTPTextLLM(TextLLM):
     """A :class:`TextLLM` answering through one vendor's HTTP API, conversations in parallel.
 
     Token usage is summed in :attr:`usage`. Options: ``timeout``, ``max_retries``,
-    ``concurrency``, ``rpm`` (requests per minute). The key is checked at construction, so a
-    missing one fails before any image is captioned.
+    ``concurrency``, ``rpm`` (requests per minute). The key is ``api_key`` or the vendor's
+    environment variables, checked at construction, so a missing one fails before any image
+    is captioned; ``key_source`` names where an explicit key would have come from (the
+    caller's flag or config table), for that one-line error.
     """
 
     provider_name = "openai-compatible"
@@ -52,6 +79,7 @@ class HTTPTextLLM(TextLLM):
         concurrency: int = 4,
         rpm: float | None = None,
         client: APIClient | None = None,
+        key_source: str = "api_key",
     ) -> None:
         if not model:
             raise ConfigError(f"{self.provider_name}: name a model, e.g. {self.provider_name}:NAME")
@@ -65,6 +93,7 @@ class HTTPTextLLM(TextLLM):
             concurrency=self.concurrency,
             rpm=rpm,
             client=client,
+            key_source=key_source,
         )
         self.provider.headers()  # no key: one line now
         self.model = model
@@ -74,17 +103,25 @@ class HTTPTextLLM(TextLLM):
         self.usage = {"input_tokens": 0, "output_tokens": 0}
         self._lock = threading.Lock()
 
-    def _one(self, conversation: list[ChatMessage], decoding: Decoding) -> str:
-        completion = self.provider.send(self.provider.text_body(conversation, decoding))
+    def _count(self, usage: dict[str, int]) -> None:
         with self._lock:
             for k in self.usage:
-                self.usage[k] += completion.usage.get(k, 0)
-        return completion.texts[0].strip()
+                self.usage[k] += usage.get(k, 0)
+
+    def _one(self, conversation: list[ChatMessage], decoding: Decoding) -> str:
+        try:
+            completion = self.provider.send(self.provider.text_body(conversation, decoding))
+        except RequestFailed as exc:
+            self._count(exc.usage)  # a refused or truncated answer is billed all the same
+            raise
+        self._count(completion.usage)
+        return cut_at_stop(completion.texts[0], decoding.stop).strip()
 
     def chat(
         self, conversations: list[list[ChatMessage]], config: GenerationConfig | Decoding
     ) -> list[str]:
         decoding = as_decoding(config)
+        self.provider.check_decoding(decoding)  # out-of-range settings: one line, no request
         if len(conversations) <= 1:
             return [self._one(c, decoding) for c in conversations]
         with ThreadPoolExecutor(min(self.concurrency, len(conversations))) as pool:
@@ -92,6 +129,13 @@ class HTTPTextLLM(TextLLM):
 
     def close(self) -> None:
         self.provider.close()
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """``text`` up to its first stop string: the same answer whether the server honoured
+    ``stop`` or the model rejected it and it was left out (o3, o4-mini, gpt-5)."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return text[:cut] if cut >= 0 else text
 
 
 class OpenAICompatibleLLM(HTTPTextLLM):

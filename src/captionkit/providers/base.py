@@ -13,6 +13,7 @@ raises :class:`RequestFailed` and fails only that image or conversation.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -28,6 +29,26 @@ if TYPE_CHECKING:
 
     from captionkit.providers.images import EncodedImage
 
+log = logging.getLogger("captionkit.providers")
+
+#: Finish reasons meaning the output cap cut the answer (OpenAI, Anthropic, Gemini).
+TRUNCATED = frozenset({"length", "max_tokens", "MAX_TOKENS"})
+#: Finish reasons meaning the vendor refused or filtered the answer.
+BLOCKED = frozenset(
+    {
+        "refusal",
+        "content_filter",
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "LANGUAGE",
+        "OTHER",
+    }
+)
+
 #: JSON Schema of the structured caption answer (OpenAI and Anthropic take it as is).
 CAPTION_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -42,7 +63,14 @@ CAPTION_SCHEMA: dict[str, Any] = {
 
 class RequestFailed(Exception):
     """One request failed for its own reason (bad image, refusal, retries used up); the
-    others go on. Auth, quota and unknown-model errors raise :class:`BackendError` instead."""
+    others go on. Auth, quota and unknown-model errors raise :class:`BackendError` instead.
+
+    ``usage`` is what the vendor billed for the failed answer (a refused, blocked or
+    truncated answer is still paid for), so ``--max-cost`` and the summary count it."""
+
+    def __init__(self, message: str, usage: dict[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.usage: dict[str, int] = dict(usage or {})
 
 
 class Message(Protocol):
@@ -64,11 +92,26 @@ class Completion:
     finish_reason: str | None = None
     #: Retries the HTTP client spent on this answer (429/5xx/timeouts).
     retries: int = 0
+    #: Per candidate, as parsed: its finish reason and a vendor-specific problem (a refusal
+    #: message); :meth:`Provider.judge` turns them into ``failures`` and drops those texts.
+    finishes: list[str | None] = field(default_factory=list)
+    problems: list[str | None] = field(default_factory=list)
+    #: Why the candidates that were dropped failed (the good ones stay in ``texts``).
+    failures: list[str] = field(default_factory=list)
 
 
-def resolve_key(explicit: Any, env_vars: Sequence[str], who: str, *, required: bool = True) -> str:
+def resolve_key(
+    explicit: Any,
+    env_vars: Sequence[str],
+    who: str,
+    *,
+    required: bool = True,
+    key_source: str = "--api-key",
+) -> str:
     """The API key: an explicit value (str or pydantic SecretStr) first, then ``env_vars`` in
-    order. A missing required key raises a one-line error naming the variable to set."""
+    order. A missing required key raises a one-line error naming every source tried
+    (``key_source`` says where an explicit key would have come from: a flag, a config table)
+    and what to set."""
     if explicit is not None:
         value = explicit.get_secret_value() if hasattr(explicit, "get_secret_value") else explicit
         if value:
@@ -79,7 +122,9 @@ def resolve_key(explicit: Any, env_vars: Sequence[str], who: str, *, required: b
             return value
     if required:
         names = " or ".join(env_vars) if env_vars else "an API key"
-        raise BackendError(f"{who}: no API key; set {names} or pass --api-key")
+        raise BackendError(
+            f"{who}: no API key; set {names} or pass {key_source} (none of them is set)"
+        )
     return ""
 
 
@@ -101,17 +146,25 @@ def as_decoding(config: Any) -> Decoding:
     )
 
 
-def sent_temperature(decoding: Decoding, send_sampling: bool) -> float | None:
-    """The temperature on the wire: 0 when greedy; None (send none) when sampling is omitted
-    for models that accept only their default."""
+def sent_temperature(
+    decoding: Decoding, send_sampling: bool, greedy_temperature: bool = False
+) -> float | None:
+    """The temperature on the wire: the decoding's when it samples; None (send none, the
+    vendor's default) when greedy, unless the user set temperature 0 explicitly
+    (``greedy_temperature``). Reasoning models and some newer Claude models reject any
+    temperature, so a parameter nobody asked for is never sent."""
     if not send_sampling:
         return None
-    return decoding.temperature if decoding.do_sample else 0.0
+    if decoding.do_sample:
+        return decoding.temperature
+    return 0.0 if greedy_temperature else None
 
 
 def sent_top_p(decoding: Decoding, send_sampling: bool) -> float | None:
-    """``top_p`` on the wire: only below 1 (1 is every vendor's default)."""
-    return decoding.top_p if send_sampling and decoding.top_p < 1.0 else None
+    """``top_p`` on the wire: only when sampling, and only below 1 (every vendor's default);
+    greedy decoding has nothing to cut."""
+    sampling = send_sampling and decoding.do_sample
+    return decoding.top_p if sampling and decoding.top_p < 1.0 else None
 
 
 def put(target: dict[str, Any], key: str, value: Any) -> None:
@@ -122,6 +175,13 @@ def put(target: dict[str, Any], key: str, value: Any) -> None:
 
 def int_or_zero(value: Any) -> int:
     return int(value) if isinstance(value, (int, float)) else 0
+
+
+def error_body(resp: APIResponse) -> dict[str, Any]:
+    """The ``error`` object of an error answer (all three vendors nest it so), or {}."""
+    body = resp.json()
+    err = body.get("error") if isinstance(body, dict) else None
+    return err if isinstance(err, dict) else {}
 
 
 def error_message(resp: APIResponse) -> str:
@@ -141,16 +201,25 @@ def error_message(resp: APIResponse) -> str:
 
 def fatal_quota(resp: APIResponse) -> bool:
     """A 429 that waiting will not cure: no credit left, a monthly spend cap."""
+    return quota_cause(resp) is not None
+
+
+def quota_cause(resp: APIResponse) -> str | None:
+    """Why no request can succeed for money reasons (OpenAI ``insufficient_quota``, Anthropic
+    ``billing_error`` and the monthly ``enforced_spend_limit_reached``), or None."""
     body = resp.json()
     err = body.get("error") if isinstance(body, dict) else None
     if not isinstance(err, dict):
-        return False
+        return None
     code = str(err.get("code") or err.get("type") or "")
     details = err.get("details")
-    spend = (
-        isinstance(details, dict) and details.get("error_code") == "enforced_spend_limit_reached"
-    )
-    return code in ("insufficient_quota", "billing_error") or spend
+    if isinstance(details, dict) and details.get("error_code") == "enforced_spend_limit_reached":
+        return "monthly spend limit reached (enforced_spend_limit_reached)"
+    if code == "insufficient_quota":
+        return "out of quota or credit (insufficient_quota)"
+    if code == "billing_error" or err.get("type") == "billing_error":
+        return "billing problem (billing_error)"
+    return None
 
 
 class Provider:
@@ -175,6 +244,12 @@ class Provider:
     #: Base64 bytes allowed per image, and a pixel cap where the vendor documents one.
     max_b64_bytes: ClassVar[int] = 15 * 1024 * 1024
     max_pixels: ClassVar[int | None] = None
+    #: Parameters that may be left out when a model rejects them (the rest are essential).
+    optional_params: ClassVar[frozenset[str]] = frozenset()
+    #: The highest temperature the vendor accepts (None: not checked; local servers vary).
+    max_temperature: ClassVar[float | None] = None
+    #: The seed's range where the vendor documents one (Gemini: int32).
+    seed_range: ClassVar[tuple[int, int] | None] = None
 
     def __init__(
         self,
@@ -188,8 +263,10 @@ class Provider:
         rpm: float | None = None,
         client: APIClient | None = None,
         transport: httpx.BaseTransport | None = None,
+        key_source: str = "--api-key",
     ) -> None:
         self.model = model
+        self.key_source = key_source
         self.who = f"{self.name}:{model}"
         url = self.resolve_base_url(base_url)
         if not url:
@@ -201,6 +278,9 @@ class Provider:
         self._api_key = api_key
         self._headers: dict[str, str] | None = None
         self._lock = threading.Lock()
+        #: Parameters never sent to this model: its known constraints, plus those the server
+        #: rejected during this run (learned once, shared by every thread).
+        self.unsupported: set[str] = set(self.known_unsupported())
         self.client = client or APIClient(
             timeout=timeout,
             retry=RetryPolicy(max_retries=max_retries),
@@ -229,12 +309,55 @@ class Provider:
         with self._lock:
             if self._headers is None:
                 key = resolve_key(
-                    self._api_key, self.env_vars, self.who, required=self.key_required
+                    self._api_key,
+                    self.env_vars,
+                    self.who,
+                    required=self.key_required,
+                    key_source=self.key_source,
                 )
                 self._headers = self.auth_headers(key)
             return self._headers
 
     # -- what is sent ---------------------------------------------------------------------------
+    def known_unsupported(self) -> set[str]:
+        """Parameters this model is documented to reject (OpenAI reasoning models: no
+        temperature/top_p/stop); dropped before sending."""
+        return set()
+
+    def check_decoding(self, decoding: Decoding) -> None:
+        """One-line ConfigError for settings this vendor rejects, before any request (rather
+        than a 400 for every image)."""
+        limit = self.max_temperature
+        if limit is not None and decoding.do_sample and decoding.temperature > limit:
+            raise ConfigError(
+                f"{self.who}: --temperature {decoding.temperature:g} is out of range: "
+                f"{self.name} accepts 0 to {limit:g}"
+            )
+        if self.seed_range and decoding.seed is not None:
+            low, high = self.seed_range
+            if not low <= decoding.seed <= high:
+                raise ConfigError(
+                    f"{self.who}: --seed {decoding.seed} is out of range: "
+                    f"{self.name} accepts {low} to {high}"
+                )
+
+    def strip(self, body: dict[str, Any], names: set[str]) -> dict[str, Any]:
+        """``body`` without the parameters ``names`` (top-level keys; vendors that nest
+        generation settings override)."""
+        return {k: v for k, v in body.items() if k not in names}
+
+    def unsupported_param(self, resp: APIResponse, sent: dict[str, Any]) -> str | None:
+        """The optional parameter a 400 says this model does not take, if it names one that
+        was sent; None for any other 400."""
+        return None
+
+    def output_cap(self, body: dict[str, Any]) -> int | None:
+        """The output-token cap ``body`` sent (for error messages)."""
+        for key in ("max_completion_tokens", "max_tokens"):
+            if isinstance(body.get(key), int):
+                return int(body[key])
+        return None
+
     def apply_decoding(
         self, body: dict[str, Any], decoding: Decoding, *, n: int = 1, send_sampling: bool = True
     ) -> dict[str, Any]:
@@ -281,13 +404,53 @@ class Provider:
         :class:`RequestFailed`: the one place that judges an answer."""
         raise NotImplementedError
 
+    def judge(self, completion: Completion, sent: dict[str, Any]) -> Completion:
+        """Keep the candidates that are captions: one cut by the output cap (``length``,
+        ``max_tokens``, ``MAX_TOKENS``) or refused/blocked (``refusal``, ``content_filter``,
+        ``SAFETY``, ``RECITATION``...) fails, even with partial text ("A dog runs across"),
+        and its reason goes to ``failures``; the good ones are kept. No good candidate raises
+        :class:`RequestFailed` carrying the usage, which is billed all the same."""
+        good: list[str] = []
+        finishes: list[str | None] = []
+        failures: list[str] = []
+        cap = self.output_cap(sent)
+        for i, text in enumerate(completion.texts):
+            finish = completion.finishes[i] if i < len(completion.finishes) else None
+            problem = completion.problems[i] if i < len(completion.problems) else None
+            if problem:
+                failures.append(problem)
+            elif finish in TRUNCATED:
+                at = f" of {cap} tokens" if cap else ""
+                what = f"partial text {text.strip()[:40]!r}" if text.strip() else "no text"
+                failures.append(
+                    f"cut off by the output cap{at} (finish reason {finish}; {what}; "
+                    "reasoning tokens count against the cap)"
+                )
+            elif finish in BLOCKED:
+                failures.append(f"blocked by the provider (finish reason {finish})")
+            else:
+                good.append(text)
+                finishes.append(finish)
+        completion.texts = good
+        completion.failures = failures
+        if good:
+            completion.finish_reason = finishes[0] or completion.finish_reason
+        elif failures:
+            raise RequestFailed("; ".join(dict.fromkeys(failures)), usage=completion.usage)
+        return completion
+
     def key_rejected(self, resp: APIResponse) -> bool:
         """Did the vendor refuse the key or its permissions? (Then no request can succeed.)"""
         return resp.status in (401, 403)
 
+    def fatal_cause(self, resp: APIResponse) -> str | None:
+        """Why no request can succeed however long we wait (no credit, a spent quota), named
+        for the one-line error; None for answers a retry or the next image may escape."""
+        return quota_cause(resp)
+
     def is_final(self, resp: APIResponse) -> bool:
         """Answers that waiting cannot cure (returned at once instead of retried)."""
-        return fatal_quota(resp)
+        return self.fatal_cause(resp) is not None
 
     def check(self, resp: APIResponse) -> dict[str, Any]:
         """The JSON of a successful answer; BackendError for failures no request can escape
@@ -299,6 +462,9 @@ class Provider:
                 raise RequestFailed(f"malformed JSON in the response (HTTP {status})")
             return data
         message = error_message(resp)
+        cause = self.fatal_cause(resp)
+        if cause:
+            raise BackendError(f"{self.who}: {cause}: HTTP {status}: {message}")
         if self.key_rejected(resp):
             hint = " or ".join(self.env_vars) or "--api-key"
             raise BackendError(f"{self.who}: HTTP {status}: {message} (check {hint})")
@@ -306,8 +472,6 @@ class Provider:
             raise BackendError(
                 f"{self.who}: HTTP 404: {message} (check the model name and --base-url)"
             )
-        if status == 429 and self.is_final(resp):
-            raise BackendError(f"{self.who}: HTTP 429: {message}")
         after = f" after {resp.retries} retries" if resp.retries else ""
         raise RequestFailed(f"HTTP {status}{after}: {message}")
 
@@ -318,17 +482,39 @@ class Provider:
         return RequestFailed(str(exc))
 
     def send(self, body: dict[str, Any]) -> Completion:
-        """POST ``body`` (retrying 429/5xx/timeouts, honouring Retry-After) and parse the
-        answer; raises BackendError or RequestFailed as :meth:`check` decides."""
-        try:
-            resp = self.client.post_json(
-                self.endpoint(), body, headers=self.headers(), final=self.is_final
-            )
-        except TransportFailure as exc:
-            raise self.transport_error(exc) from None
+        """POST ``body`` (retrying 429/5xx/timeouts, honouring Retry-After), parse and judge
+        the answer; raises BackendError or RequestFailed as :meth:`check` and :meth:`judge`
+        decide.
+
+        Parameters in :attr:`unsupported` are left out. A 400 naming an optional parameter
+        the model does not take (OpenAI ``unsupported_parameter``/``unsupported_value``,
+        Anthropic ``invalid_request_error`` on ``temperature``...) is retried once without
+        it, and the parameter is not sent again for the rest of the run."""
+        retries = 0
+        for _ in range(len(self.optional_params) + 2):
+            sent = self.strip(body, self.unsupported) if self.unsupported else body
+            try:
+                resp = self.client.post_json(
+                    self.endpoint(), sent, headers=self.headers(), final=self.is_final
+                )
+            except TransportFailure as exc:
+                raise self.transport_error(exc) from None
+            retries += resp.retries
+            param = self.unsupported_param(resp, sent) if resp.status == 400 else None
+            if param is None:
+                break
+            self.drop(param, error_message(resp))
         completion = self.parse(self.check(resp))
-        completion.retries = resp.retries
-        return completion
+        completion.retries = retries
+        return self.judge(completion, sent)
+
+    def drop(self, param: str, why: str) -> None:
+        """Stop sending ``param`` for the rest of the run (logged once)."""
+        with self._lock:
+            if param in self.unsupported:
+                return
+            self.unsupported.add(param)
+        log.warning("%s rejects '%s' (%s): sending it no more this run", self.who, param, why)
 
     def close(self) -> None:
         self.client.close()

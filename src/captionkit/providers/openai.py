@@ -4,21 +4,30 @@ Text requests are the chat turns as ``messages``; an image request is a ``system
 and one ``user`` message holding a ``text`` part and an ``image_url`` part whose URL is a
 ``data:image/jpeg;base64,...`` URL. OpenAI fits an image into 2048x2048 and then its short
 side to 768 before tiling (``detail: high``), so sending more only costs upload time. A
-``message.refusal`` fails the request; usage is ``prompt_tokens``/``completion_tokens``.
+``message.refusal`` fails its candidate; usage is ``prompt_tokens``/``completion_tokens``.
+
+Reasoning models (``o1``, ``o3``, ``o4-mini``, ``gpt-5``...) reject ``temperature``,
+``top_p`` and ``stop`` ("Unsupported parameter: 'temperature' is not supported with this
+model", code ``unsupported_parameter``) and spend output tokens thinking before they answer:
+they get none of those, and ``reasoning_effort`` low (``minimal`` on gpt-5) so a short cap
+still leaves room for the caption.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from captionkit.http import APIResponse
 from captionkit.providers.base import (
     CAPTION_SCHEMA,
     Completion,
     Message,
     Provider,
     RequestFailed,
+    error_body,
     int_or_zero,
     put,
     sent_temperature,
@@ -38,6 +47,46 @@ class OpenAIProvider(Provider):
     #: OpenAI deprecated max_tokens for max_completion_tokens (required by its reasoning
     #: models); servers speaking the protocol mostly know only max_tokens.
     max_tokens_field: ClassVar[str] = "max_completion_tokens"
+    optional_params: ClassVar[frozenset[str]] = frozenset(
+        {"temperature", "top_p", "seed", "stop", "reasoning_effort"}
+    )
+    max_temperature: ClassVar[float | None] = 2.0
+
+    def reasoning(self) -> bool:
+        """Is the model one of OpenAI's reasoning models (o1/o3/o4 families, gpt-5 except
+        the non-reasoning gpt-5-chat)? Matched on the last path part, so proxies' names
+        (``openai/o3``) count too."""
+        name = self.model.lower().rsplit("/", 1)[-1]
+        return bool(re.match(r"(o\d|gpt-5)", name)) and "chat" not in name
+
+    def reasoning_effort(self) -> str | None:
+        """The effort sent to a reasoning model: ``minimal`` for the gpt-5 family that has
+        it, else ``low`` (o-series, gpt-5.1+); a model refusing the value gets none."""
+        if not self.reasoning():
+            return None
+        name = self.model.lower().rsplit("/", 1)[-1]
+        return "minimal" if re.match(r"gpt-5(-mini|-nano)?(-\d{4}-\d\d-\d\d)?$", name) else "low"
+
+    def known_unsupported(self) -> set[str]:
+        return {"temperature", "top_p", "stop"} if self.reasoning() else set()
+
+    def unsupported_param(self, resp: APIResponse, sent: dict[str, Any]) -> str | None:
+        """OpenAI's 400 names the parameter: ``{"error": {"code": "unsupported_parameter"
+        (or "unsupported_value"), "param": "temperature", ...}}``. ``max_tokens`` ("Use
+        'max_completion_tokens' instead", a reasoning model behind an OpenAI-compatible
+        proxy) is renamed rather than dropped."""
+        err = error_body(resp)
+        param = str(err.get("param") or "")
+        if err.get("code") not in ("unsupported_parameter", "unsupported_value"):
+            return None
+        renamable = param == "max_tokens"
+        return param if (param in self.optional_params or renamable) and param in sent else None
+
+    def strip(self, body: dict[str, Any], names: set[str]) -> dict[str, Any]:
+        out = super().strip(body, names)
+        if "max_tokens" in names and "max_tokens" in body:
+            out["max_completion_tokens"] = body["max_tokens"]
+        return out
 
     def endpoint(self) -> str:
         return f"{self.base_url.rstrip('/')}/chat/completions"
@@ -46,12 +95,19 @@ class OpenAIProvider(Provider):
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def apply_decoding(
-        self, body: dict[str, Any], decoding: Decoding, *, n: int = 1, send_sampling: bool = True
+        self,
+        body: dict[str, Any],
+        decoding: Decoding,
+        *,
+        n: int = 1,
+        send_sampling: bool = True,
+        greedy_temperature: bool = False,
     ) -> dict[str, Any]:
         body[self.max_tokens_field] = decoding.max_new_tokens
-        put(body, "temperature", sent_temperature(decoding, send_sampling))
+        put(body, "temperature", sent_temperature(decoding, send_sampling, greedy_temperature))
         put(body, "top_p", sent_top_p(decoding, send_sampling))
         put(body, "seed", decoding.seed)
+        put(body, "reasoning_effort", self.reasoning_effort())
         if decoding.stop:
             body["stop"] = list(decoding.stop)
         if n > 1:
@@ -81,6 +137,7 @@ class OpenAIProvider(Provider):
         send_sampling: bool = True,
         json_output: bool = False,
         detail: str | None = None,
+        greedy_temperature: bool = False,
     ) -> dict[str, Any]:
         picture: dict[str, Any] = {"url": image.data_url}
         if detail and detail != "auto":  # the default; omitted so minimal servers do not choke
@@ -103,7 +160,9 @@ class OpenAIProvider(Provider):
                 "type": "json_schema",
                 "json_schema": {"name": "caption", "strict": True, "schema": CAPTION_SCHEMA},
             }
-        return self.apply_decoding(body, decoding, n=n, send_sampling=send_sampling)
+        return self.apply_decoding(
+            body, decoding, n=n, send_sampling=send_sampling, greedy_temperature=greedy_temperature
+        )
 
     def image_tokens(self, width: int, height: int, detail: str | None = None) -> int:
         if detail == "low":
@@ -115,25 +174,23 @@ class OpenAIProvider(Provider):
         return 85 + 170 * tiles
 
     def parse(self, data: dict[str, Any]) -> Completion:
+        usage = data.get("usage") or {}
+        billed = {  # read first: a refused or truncated answer is billed all the same
+            "input_tokens": int_or_zero(usage.get("prompt_tokens")),
+            "output_tokens": int_or_zero(usage.get("completion_tokens")),
+        }
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
         if not choices:
-            raise RequestFailed("response has no choices")
-        texts, finish = [], None
+            raise RequestFailed("response has no choices", usage=billed)
+        texts, finishes, problems = [], [], []
         for choice in choices:
             message = choice.get("message") or {}
-            if message.get("refusal"):
-                raise RequestFailed(f"the model refused: {message['refusal']}")
             content = message.get("content")
             if isinstance(content, list):  # some servers return content parts
                 content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
             texts.append(content or "")
-            finish = finish or choice.get("finish_reason")
-        usage = data.get("usage") or {}
-        return Completion(
-            texts,
-            {
-                "input_tokens": int_or_zero(usage.get("prompt_tokens")),
-                "output_tokens": int_or_zero(usage.get("completion_tokens")),
-            },
-            finish,
-        )
+            finishes.append(choice.get("finish_reason"))
+            refusal = message.get("refusal")
+            problems.append(f"the model refused: {refusal}" if refusal else None)
+        first = next((f for f in finishes if f), None)
+        return Completion(texts, billed, first, finishes=finishes, problems=problems)

@@ -60,7 +60,7 @@ def validate_openai(seen: Seen, *, hosted: bool) -> str | None:
         return "content-type must be application/json"
     body = seen.json
     allowed = {"model", "messages", "max_completion_tokens", "max_tokens", "temperature", "top_p"}
-    allowed |= {"n", "seed", "stop", "response_format"}
+    allowed |= {"n", "seed", "stop", "response_format", "reasoning_effort"}
     if set(body) - allowed:
         return f"unknown parameters: {sorted(set(body) - allowed)}"
     if not isinstance(body.get("model"), str) or not isinstance(body.get("messages"), list):
@@ -108,7 +108,7 @@ def validate_gemini(seen: Seen) -> str | None:
         return f"unknown fields {sorted(body)}"
     gen = body.get("generationConfig", {})
     allowed = {"maxOutputTokens", "temperature", "topP", "topK", "candidateCount", "seed"}
-    allowed |= {"stopSequences", "responseMimeType", "responseSchema"}
+    allowed |= {"stopSequences", "responseMimeType", "responseSchema", "thinkingConfig"}
     if set(gen) - allowed:
         return f"unknown generationConfig fields {sorted(set(gen) - allowed)}"
     for content in body["contents"]:

@@ -295,7 +295,8 @@ def test_prompt_override_language_and_greedy(fake_server):
     body = server.requests[0].json
     assert body["messages"][1]["content"][0]["text"] == "Name the colour."
     assert "'fr'" in body["messages"][0]["content"]
-    assert body["temperature"] == 0.0 and body["seed"] == 7
+    # greedy: no temperature on the wire (#14: reasoning models reject any), seed still sent
+    assert "temperature" not in body and body["seed"] == 7
 
 
 def test_style_finish_applied(fake_server):

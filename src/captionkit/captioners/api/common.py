@@ -9,6 +9,7 @@ captioner module only names its provider and its option defaults.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import threading
@@ -27,6 +28,8 @@ from captionkit.types import Candidate, CaptionOutput, CaptionRequest, Decoding
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+
+log = logging.getLogger("captionkit.api")
 
 __all__ = [
     "CAPTION_SCHEMA",
@@ -84,7 +87,10 @@ class APIOptions(BackendOptions):
     json_output: bool = Field(False, description="ask for {caption, tags} structured output")
     max_tokens: int | None = Field(None, ge=1, description="output cap; default >= 1024")
     temperature: float | None = Field(
-        None, ge=0, le=2, description="sent whatever --sample says (default: greedy, 0)"
+        None,
+        ge=0,
+        le=2,
+        description="sent whatever --sample says (default: none sent unless sampling)",
     )
     omit_sampling: bool = Field(False, description="send no temperature (models that refuse it)")
     price_per_1k_input: float | None = Field(None, ge=0, description="price of 1000 input tokens")
@@ -164,6 +170,7 @@ class HostedCaptioner(Captioner):
             max_retries=self.opts.max_retries,
             concurrency=self.opts.concurrency,
             rpm=self.opts.rpm,
+            key_source=f"--api-key (or api_key in [backends.{self.name}])",
         )
         self.who = self.provider.who
         self.base_url = self.provider.base_url
@@ -175,6 +182,11 @@ class HostedCaptioner(Captioner):
         self.usage = {"input_tokens": 0, "output_tokens": 0}
         self.failed = 0
         self._reserved = 0.0
+        self._noted = False  # the sampling note is logged once per run
+        if self.opts.temperature:  # a vendor's range (Anthropic: 0-1), checked before sending
+            self.provider.check_decoding(
+                Decoding(do_sample=True, temperature=self.opts.temperature)
+            )
 
     def detail(self) -> str | None:
         """The image-fidelity hint sent with each image (OpenAI's ``detail``); None: none."""
@@ -190,11 +202,14 @@ class HostedCaptioner(Captioner):
             max_b64_bytes=self.provider.max_b64_bytes,
         )
 
-    def decoding(self, request: CaptionRequest, n: int) -> Decoding:
+    def decoding(self, request: CaptionRequest, n: int | None = None) -> Decoding:
         """The request's decoding as this backend sends it: the ``temperature`` and
-        ``max_tokens`` options win; greedy unless sampling or several different candidates
-        were asked for; stop strings are the text LLMs' and are not sent."""
+        ``max_tokens`` options win; greedy unless sampling or several candidates were asked
+        for (``n``, default the request's ``num_captions``: N greedy answers would be one
+        caption N times, paid N times, on vendors without ``n`` too); stop strings are the
+        text LLMs' and are not sent."""
         dec = request.decoding
+        n = request.num_captions if n is None else n
         if self.opts.temperature is not None:
             temperature = self.opts.temperature
         else:
@@ -214,8 +229,29 @@ class HostedCaptioner(Captioner):
         one line (BackendError) before anything is sent."""
         return self.provider.headers()
 
+    def sampling_note(self, request: CaptionRequest) -> str | None:
+        """Why candidates are sampled though ``--sample`` was not given (N > 1), for the
+        output's ``extra`` and the log; None when the user chose."""
+        if request.num_captions <= 1 or request.decoding.do_sample:
+            return None
+        if self.opts.temperature is not None:
+            return None
+        return (
+            f"{request.num_captions} candidates sampled at temperature "
+            f"{request.decoding.temperature:g} (greedy would repeat one caption)"
+        )
+
     def caption_batch(self, inputs: list[Any], request: CaptionRequest) -> list[CaptionOutput]:
+        # Settings the vendor rejects (Anthropic temperature > 1, Gemini seed beyond int32):
+        # one line now, not a 400 for every image.
+        self.provider.check_decoding(self.decoding(request))
         self.headers()  # no key: fail the run here, not once per image in the threads below
+        note = self.sampling_note(request)
+        if note:
+            with self._lock:
+                first, self._noted = not self._noted, True
+            if first:
+                log.info("%s: %s", self.who, note)
         if len(inputs) <= 1:
             return [self._caption_one(x, request) for x in inputs]
         with ThreadPoolExecutor(min(self.opts.concurrency, len(inputs))) as pool:
@@ -231,36 +267,60 @@ class HostedCaptioner(Captioner):
         usage = {"input_tokens": 0, "output_tokens": 0}
         retries = 0
         texts: list[str] = []
+        failures: list[str] = []
         finish_reason = None
+        decoding = self.decoding(request)
+        explicit_zero = self.opts.temperature == 0.0
         try:
             self._reserve(estimate)
-            try:
-                for count in calls:
-                    body = self.provider.image_body(
-                        image,
-                        system,
-                        instruction,
-                        self.decoding(request, count),
-                        n=count,
-                        send_sampling=not self.opts.omit_sampling,
-                        json_output=json_out,
-                        detail=self.detail(),
-                    )
-                    completion = self.provider.send(body)
-                    retries += completion.retries
-                    for k in usage:
-                        usage[k] += completion.usage.get(k, 0)
-                    texts.extend(completion.texts)
-                    finish_reason = finish_reason or completion.finish_reason
-            finally:
-                self._settle(estimate, usage)
         except RequestFailed as exc:
             with self._lock:
                 self.failed += 1
+            return CaptionOutput(candidates=[], extra={"usage": usage}, error=str(exc))
+        try:
+            for count in calls:
+                body = self.provider.image_body(
+                    image,
+                    system,
+                    instruction,
+                    decoding,
+                    n=count,
+                    send_sampling=not self.opts.omit_sampling,
+                    json_output=json_out,
+                    detail=self.detail(),
+                    greedy_temperature=explicit_zero,
+                )
+                try:
+                    completion = self.provider.send(body)
+                except RequestFailed as exc:
+                    # Billed all the same (a refusal, a truncation): counted, and the
+                    # other candidates' calls go on.
+                    for k in usage:
+                        usage[k] += exc.usage.get(k, 0)
+                    failures.append(str(exc))
+                    continue
+                retries += completion.retries
+                for k in usage:
+                    usage[k] += completion.usage.get(k, 0)
+                texts.extend(completion.texts)
+                failures.extend(completion.failures)
+                finish_reason = finish_reason or completion.finish_reason
+        finally:
+            self._settle(estimate, usage)
+        if not texts and failures:
+            with self._lock:
+                self.failed += 1
+            extra: dict[str, Any] = {"usage": usage, "retries": retries}
             return CaptionOutput(
-                candidates=[], extra={"usage": usage, "retries": retries}, error=str(exc)
+                candidates=[], extra=extra, error="; ".join(dict.fromkeys(failures))
             )
-        return self._output(texts, request, usage, retries, finish_reason, json_out)
+        out = self._output(texts, request, usage, retries, finish_reason, json_out)
+        if failures and out.candidates:
+            out.extra["failed_candidates"] = failures
+        note = self.sampling_note(request)
+        if note and out.candidates:
+            out.extra["sampling"] = note
+        return out
 
     def _output(
         self,
