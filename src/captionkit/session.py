@@ -438,8 +438,15 @@ def load_backend(
     if rewrite:
         from captionkit.captioners.rewrite import RewriteCaptioner
         from captionkit.llm import load_llm
+        from captionkit.llm.openai_compat import hosted_llm_options
 
-        captioner = RewriteCaptioner(captioner, load_llm(rewrite, **dict(rewrite_options or {})))
+        captioner = RewriteCaptioner(
+            captioner,
+            load_llm(
+                rewrite,
+                **hosted_llm_options(rewrite, rewrite_options, key_source="--rewrite-api-key"),
+            ),
+        )
     return captioner
 
 

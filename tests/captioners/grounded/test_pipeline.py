@@ -117,8 +117,40 @@ def test_llm_writer_through_load_llm(captioner, monkeypatch):
     image = captioner.preprocess(red_dog_image(), CaptionRequest())
     out = captioner.caption_batch([image], CaptionRequest())[0]
     assert out.candidates[0].text == "A dark dog naps on the sand."
-    assert seen == {"spec": "openai-compatible:local", "base_url": "http://x"}
+    assert seen == {
+        "spec": "openai-compatible:local",
+        "base_url": "http://x",
+        "key_source": "--api-key (or api_key in [backends.grounded])",
+    }
     assert out.extra["writer"] == "openai-compatible:local"
+
+
+def test_the_writer_api_key_reaches_a_hosted_llm_writer_and_not_the_store_key(
+    captioner, monkeypatch
+):
+    """#14 item 12: --api-key / [backends.grounded] api_key reach a hosted LLM writer."""
+    from captionkit import llm as llm_package
+    from captionkit.llm.base import TextLLM
+
+    class OneAnswer(TextLLM):
+        def chat(self, conversations, config):
+            return ["A dog."] * len(conversations)
+
+    seen = {}
+
+    def load_llm(spec, **options):
+        seen.update(spec=spec, **options)
+        return OneAnswer()
+
+    monkeypatch.setattr(llm_package, "load_llm", load_llm, raising=False)
+    before = captioner.fingerprint()
+    captioner.options = captioner.Options(writer="openai:gpt-4o-mini", api_key="sk-test")
+    captioner._writer = None
+    image = captioner.preprocess(red_dog_image(), CaptionRequest())
+    captioner.caption_batch([image], CaptionRequest())
+    assert seen["api_key"].get_secret_value() == "sk-test"
+    assert "sk-test" not in captioner.fingerprint() and "*" not in captioner.fingerprint()
+    assert before != captioner.fingerprint()  # the writer changed; the key is not in it
 
 
 def test_llm_writer_takes_each_requests_settings_per_call(captioner, monkeypatch):

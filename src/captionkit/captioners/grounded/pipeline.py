@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from captionkit.captioners.base import BackendOptions, Captioner
 from captionkit.captioners.grounded.facts import Facts, build_facts
@@ -75,6 +75,13 @@ class GroundedOptions(BackendOptions):
         None,
         description="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1.",
         json_schema_extra={"cli": True},
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Hosted APIs: the key (default: OPENAI_API_KEY / GEMINI_API_KEY / ANTHROPIC_API_KEY)."
+        ),
+        json_schema_extra={"cli": True, "cli_panel": "Model"},
     )
     prompt_format: Literal["chat", "completion"] = "chat"
     few_shot: bool = True
@@ -123,6 +130,10 @@ class GroundedCaptioner(Captioner[GroundedOptions]):
     def model_label(self) -> str:
         return f"grounded:{self.options.detector}+{self.options.writer}"
 
+    def fingerprint(self) -> str:
+        """Options for the store key; the writer's API key changes no caption."""
+        return self.options.model_dump_json(exclude_none=True, exclude={"api_key"})
+
     # -- components, loaded on first use --------------------------------------------------
     def _component(self, attr: str, factory: Any) -> Any:
         if getattr(self, attr) is None:
@@ -168,7 +179,7 @@ class GroundedCaptioner(Captioner[GroundedOptions]):
         o = self.options
         opts = WriterOptions(
             colours=o.colours, prompt_format=o.prompt_format, few_shot=o.few_shot,
-            faithful=o.faithful, base_url=o.base_url,
+            faithful=o.faithful, base_url=o.base_url, api_key=o.api_key,
         )  # fmt: skip
         writer: Writer = self._component("_writer", lambda: make_writer(o.writer, opts))
         return writer

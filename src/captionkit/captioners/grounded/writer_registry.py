@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from captionkit.errors import ConfigError
 from captionkit.plugins import PluginTable
@@ -33,6 +33,8 @@ class WriterOptions(BaseModel):
     faithful: bool = True
     #: LLM writers served over HTTP (``openai-compatible:NAME``).
     base_url: str | None = None
+    #: Hosted LLM writers: the key (None: the vendor's environment variable).
+    api_key: SecretStr | None = None
 
 
 #: Writer classes by name; each has ``from_options(WriterOptions)`` and ``write_batch``.
@@ -68,6 +70,12 @@ def make_writer(spec: str, options: WriterOptions) -> Writer:
     from captionkit.llm import load_llm
 
     check_writer(spec)
-    extra = {"base_url": options.base_url} if options.base_url else {}
+    from captionkit.llm.openai_compat import hosted_llm_options
+
+    extra = hosted_llm_options(
+        spec,
+        {"base_url": options.base_url, "api_key": options.api_key},
+        key_source="--api-key (or api_key in [backends.grounded])",
+    )
     o = options
     return LLMWriter(load_llm(spec, **extra), o.prompt_format, o.few_shot, o.faithful, o.colours)
