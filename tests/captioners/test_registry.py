@@ -14,6 +14,7 @@ from captionkit.errors import (
     MissingDependencyError,
     UnknownBackendError,
 )
+from captionkit.plugins import PluginTable
 from captionkit.types import CaptionOutput
 from helpers.fakes import NAME, FakeCaptioner, FakeOptions, registered
 
@@ -221,3 +222,51 @@ def test_plugin_package_named_captionkit_something(monkeypatch):
     monkeypatch.setattr(registry, "entry_points", _plugins(ep))
     with pytest.raises(UnknownBackendError, match="'captionkit_foo_plugin'"):
         registry.get_backend("foo")
+
+
+# -- the generic plugin table (captionkit.plugins) that detectors, writers and runtimes use ----
+
+
+def _table(*eps: EntryPoint) -> PluginTable:
+    return PluginTable(
+        "captionkit.widgets",
+        {"json": "json:dumps", "missing": "no_such_builtin_pkg_xyz.mod:Thing"},
+        kind="widget",
+        extras={"missing": "widgets"},
+        find_entry_points=lambda group: [e for e in eps if e.group == group],
+    )
+
+
+def test_plugin_table_lists_and_loads_builtins_entry_points_and_registrations():
+    import json
+
+    ep = EntryPoint(name="loads", value="json:loads", group="captionkit.widgets")
+    shadow = EntryPoint(name="json", value="json:loads", group="captionkit.widgets")
+    table = _table(ep, shadow)
+    assert table.names() == ["json", "loads", "missing"]
+    assert table.load("json") is json.dumps  # an entry point never shadows a built-in
+    assert table.load("loads") is json.loads
+    table.register(len, "count")
+    assert table.load("count") is len and "count" in table.names()
+    table.unregister("count")
+    assert "count" not in table.names()
+
+
+def test_plugin_table_errors_are_one_line():
+    bad = EntryPoint(name="third", value="no_such_plugin_xyz:W", group="captionkit.widgets")
+    table = _table(bad)
+    with pytest.raises(UnknownBackendError) as info:
+        table.load("nope")
+    assert str(info.value) == "unknown widget 'nope'; available: json, missing, third"
+    with pytest.raises(MissingDependencyError, match=r"captionkit\[widgets\]"):
+        table.load("missing")
+    with pytest.raises(UnknownBackendError, match="widget 'third' needs the package"):
+        table.load("third")
+    infos = {i.name: i for i in table.describe()}
+    assert infos["json"].available and not infos["third"].available
+    assert "no_such_plugin_xyz" in infos["third"].problem
+
+
+def test_backends_use_the_plugin_table():
+    assert isinstance(registry.BACKENDS, PluginTable)
+    assert registry.BACKENDS.group == registry.ENTRY_POINT_GROUP

@@ -61,17 +61,18 @@ class FakeOptions(BackendOptions):
     tag: str = ""
 
 
-class FakeCaptioner(Captioner):
+class FakeCaptioner(Captioner[FakeOptions]):
     name: ClassVar[str] = NAME
     extra: ClassVar[str] = "fake"
     requires: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = "deterministic captions from colour (tests only)"
     Options: ClassVar[type[BackendOptions]] = FakeOptions
+    thread_safe: ClassVar[bool] = False
     default_batch_size: ClassVar[int] = 4
     #: Every instance built while registered, so a test reaches the one the API created.
     instances: ClassVar[list[FakeCaptioner]] = []
 
-    def __init__(self, model: str = "", options: BackendOptions | None = None) -> None:
+    def __init__(self, model: str = "", options: FakeOptions | None = None) -> None:
         super().__init__(model or "fake-model", options)
         #: A batch containing one of these colours raises RuntimeError (isolated per image).
         self.raise_on: set[str] = set()
@@ -81,6 +82,15 @@ class FakeCaptioner(Captioner):
         self.fail_output_on: set[str] = set()
         #: Call numbers (1-based) of caption_batch that raise RuntimeError.
         self.raise_on_calls: set[int] = set()
+        #: Every call raises this (a coding bug in a backend: the repeat guard's case).
+        self.always_raise: BaseException | None = None
+        #: Seconds each caption_batch sleeps (lets a test overlap or order batches).
+        self.caption_delay = 0.0
+        #: The request of each caption_batch call, beside ``calls``.
+        self.requests: list[CaptionRequest] = []
+        #: How many caption_batch calls ran at once, at most (thread-safety checks).
+        self.concurrent = 0
+        self.max_concurrent = 0
         #: Seconds each preprocess sleeps (lets the prefetch window fill up).
         self.preprocess_delay = 0.0
         self.calls: list[list[str]] = []
@@ -113,7 +123,21 @@ class FakeCaptioner(Captioner):
     def caption_batch(self, inputs: list[Any], request: CaptionRequest) -> list[CaptionOutput]:
         with self._lock:
             self.calls.append(list(inputs))
+            self.requests.append(request)
             n = len(self.calls)
+            self.concurrent += 1
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            if self.caption_delay:
+                time.sleep(self.caption_delay)
+            return self._caption(inputs, request, n)
+        finally:
+            with self._lock:
+                self.concurrent -= 1
+
+    def _caption(self, inputs: list[Any], request: CaptionRequest, n: int) -> list[CaptionOutput]:
+        if self.always_raise is not None:
+            raise self.always_raise
         if self.fatal_on & set(inputs):
             raise BackendError("fake backend: the server refused the key")
         if n in self.raise_on_calls or self.raise_on & set(inputs):
@@ -126,7 +150,7 @@ class FakeCaptioner(Captioner):
             if colour in self.fail_output_on:
                 outputs.append(CaptionOutput.failed(f"no caption for {colour}"))
                 continue
-            text = caption_for(colour) + self.options.tag  # type: ignore[attr-defined]
+            text = caption_for(colour) + self.options.tag
             outputs.append(
                 CaptionOutput(
                     [Candidate(text, 0.9), Candidate(text + " again", 0.1)],

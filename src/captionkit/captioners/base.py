@@ -12,7 +12,7 @@ engine runs in worker threads while the model computes the previous batch;
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,11 +28,18 @@ class BackendOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class Captioner(ABC):
+#: The Options model of a backend: ``class HFCaptioner(Captioner[HFOptions])`` makes
+#: ``self.options`` an ``HFOptions`` for the type checker, with no cast in the backend.
+OptionsT = TypeVar("OptionsT", bound=BackendOptions)
+
+
+class Captioner(ABC, Generic[OptionsT]):
     """Base class of all backends.
 
     Subclasses set ``name`` (the registry key), ``extra`` (the pip extra that brings their
-    dependencies) and ``Options``; they implement :meth:`caption_batch`.
+    dependencies) and ``Options`` (the class the registry validates options with, which is
+    also the type parameter: ``class Mine(Captioner[MyOptions]): Options = MyOptions``);
+    they implement :meth:`caption_batch`.
     """
 
     name: ClassVar[str] = ""
@@ -57,9 +64,12 @@ class Captioner(ABC):
     #: Does it send images to a paid service? (A key is needed; ``--dry-run`` estimates cost.)
     hosted: ClassVar[bool] = False
 
-    def __init__(self, model: str = "", options: BackendOptions | None = None) -> None:
+    #: The validated options this instance was built with (an instance of ``Options``).
+    options: OptionsT
+
+    def __init__(self, model: str = "", options: OptionsT | None = None) -> None:
         self.model = model
-        self.options = options if options is not None else self.Options()
+        self.options = options if options is not None else cast(OptionsT, self.Options())
         self.check_requirements()
 
     def check_requirements(self) -> None:
@@ -112,7 +122,7 @@ class Captioner(ABC):
     def close(self) -> None:
         """Release devices, sessions or servers. Called once by the engine at the end."""
 
-    def __enter__(self) -> Captioner:
+    def __enter__(self) -> Captioner[OptionsT]:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,7 +8,6 @@ cannot break the others.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 from captionkit.captioners.base import Captioner
 from captionkit.errors import ConfigError, UnknownBackendError
+from captionkit.plugins import PluginTable
 
 ENTRY_POINT_GROUP = "captionkit.captioners"
 
@@ -30,7 +30,21 @@ BUILTIN: dict[str, str] = {
     "anthropic": "captionkit.captioners.api.anthropic:AnthropicCaptioner",
 }
 
-_registered: dict[str, type[Captioner]] = {}
+
+def _find_entry_points(group: str) -> Any:
+    return entry_points(group=group)  # looked up at call time: tests patch ``entry_points``
+
+
+#: The generic table (captionkit.plugins) behind the functions below; detectors, writers and
+#: LLM runtimes use the same class with their own group.
+BACKENDS: PluginTable[type[Captioner]] = PluginTable(
+    ENTRY_POINT_GROUP,
+    BUILTIN,
+    kind="backend",
+    extras={"hf": "hf", "grounded": "grounded"},
+    default_extra="api",
+    find_entry_points=_find_entry_points,
+)
 
 
 @dataclass(frozen=True)
@@ -46,51 +60,28 @@ class BackendInfo:
 
 def register(cls: type[Captioner], name: str | None = None) -> type[Captioner]:
     """Register a backend class in-process (tests, notebooks); usable as a decorator."""
-    _registered[name or cls.name] = cls
-    return cls
+    return BACKENDS.register(cls, name or cls.name)
 
 
 def unregister(name: str) -> None:
-    _registered.pop(name, None)
+    BACKENDS.unregister(name)
 
 
 def _targets() -> dict[str, str]:
-    targets = dict(BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        targets.setdefault(ep.name, ep.value)
-    return targets
+    return BACKENDS.targets()
 
 
 def backend_names() -> list[str]:
-    return sorted(set(_targets()) | set(_registered))
+    return BACKENDS.names()
 
 
 def get_backend(name: str) -> type[Captioner]:
     """The class behind ``name``; raises a one-line error when unknown or not importable."""
-    if name in _registered:
-        return _registered[name]
-    target = _targets().get(name)
-    if target is None:
-        known = ", ".join(backend_names())
-        raise UnknownBackendError(f"unknown backend '{name}'; available: {known}")
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] != "captionkit":
-            from captionkit.errors import MissingDependencyError
-
-            if name not in BUILTIN:  # a plugin: its extra is not ours to name
-                raise UnknownBackendError(
-                    f"backend '{name}' needs the package '{exc.name}', which is not installed"
-                ) from exc
-            raise MissingDependencyError(exc.name, _extra_guess(name), f"backend '{name}'") from exc
-        raise
-    return getattr(module, attr)
+    return BACKENDS.load(name)
 
 
 def _extra_guess(name: str) -> str:
-    return {"hf": "hf", "grounded": "grounded"}.get(name, "api")
+    return BACKENDS.extra(name)
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -139,9 +130,8 @@ def describe_backends() -> list[BackendInfo]:
     """Every known backend with what it needs and whether that is installed here."""
     infos = []
     for name in backend_names():
-        target = _targets().get(
-            name, f"{_registered[name].__module__}" if name in _registered else ""
-        )
+        own = BACKENDS.registered(name)
+        target = _targets().get(name, own.__module__ if own is not None else "")
         try:
             cls = get_backend(name)
         except Exception as exc:  # a plugin failing to import is reported, not fatal

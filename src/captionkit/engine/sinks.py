@@ -357,8 +357,8 @@ class StreamSink(Sink):
         if fmt not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
         self.fmt = fmt
-        self._own = output not in (None, "-")
-        self.path: Path | None = Path(output).expanduser() if self._own else None  # type: ignore[arg-type]
+        self.path: Path | None = None if output in (None, "-") else Path(str(output)).expanduser()
+        self._own = self.path is not None
         self._tmp: Path | None = None
         self._fh: TextIO | None = None if self._own else sys.stdout
         self._published = False
