@@ -198,10 +198,10 @@ class HFCaptioner(Captioner[HFOptions]):
 
         text = self._text_prompt(request)
         if self._joint_processing(request):
-            batch = self.loaded.processor(
+            joint = self.loaded.processor(
                 images=inputs, text=[text] * len(inputs), return_tensors="pt", padding=True
             )
-            return self._open_prompt(dict(batch)) if self.continues_prompt else batch
+            return self._open_prompt(dict(joint)) if self.continues_prompt else joint
         batch: dict[str, Any] = {"pixel_values": torch.stack([x["pixel_values"] for x in inputs])}
         if text and self.loaded.tokenizer is not None:  # a prompt and no processor to apply it
             ids = self.loaded.tokenizer([text] * len(inputs), return_tensors="pt", padding=True)
@@ -417,7 +417,7 @@ def probe_chat_form(lm: LoadedModel, system: str | None) -> ChatForm:
         text = _renders(form)
         if text is None:
             continue
-        if form.structured and image_token not in text:
+        if form.structured and (image_token is None or image_token not in text):
             continue  # the template drops image parts: write the image token into a string
         if not form.structured and image_token is not None and image_token not in text:
             form.image_tag = image_token  # the template does not insert it: write it ourselves

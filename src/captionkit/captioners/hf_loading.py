@@ -344,6 +344,8 @@ def _declared_processor(ckpt: Checkpoint) -> str:
 
     for name in ("processor_config.json", "preprocessor_config.json"):
         found = _repo_file(ckpt, name)
+        if found is None:
+            continue
         try:
             declared = json.loads(Path(found).read_text("utf-8")).get("processor_class")
         except (TypeError, OSError, ValueError, AttributeError):
@@ -598,7 +600,7 @@ def _pixel_cap(image_processor: Any) -> tuple[int | None, int]:
     """(the processor's current max pixels, the default cap) for pixel-count processors."""
     size = getattr(image_processor, "size", None)
     current = None
-    if isinstance(size, dict) or hasattr(size, "get"):
+    if size is not None and (isinstance(size, dict) or hasattr(size, "get")):
         current = size.get("longest_edge") or size.get("max_pixels")
     current = current or getattr(image_processor, "max_pixels", None)
     unit = int(getattr(image_processor, "patch_size", 14) or 14) * int(
@@ -662,7 +664,8 @@ def load_processor(
             raise ConfigError(
                 f"'{ckpt.model_id}' has no image processor to take {', '.join(sorted(options))}"
             )
-        processor = tokenizer = failure = None
+        processor = tokenizer = None
+        failure: Exception | None = None
         try:
             processor = transformers.AutoProcessor.from_pretrained(path, **common)
         except ImportError as exc:
@@ -694,7 +697,7 @@ def load_processor(
                     f"weights ({_first_line(exc, 300)}); save them with save_pretrained too"
                 ) from None
             declared = _declared_processor(ckpt) if failure is not None else ""
-            if declared:
+            if declared and failure is not None:
                 # A chat VLM cannot caption without its processor (it places the image tokens):
                 # say why it failed once, rather than fail every image.
                 raise ModelLoadError(

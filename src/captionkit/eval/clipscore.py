@@ -88,7 +88,8 @@ class ClipScorer:
 
         ident = spec[3:] if spec.startswith("hf:") else spec
         try:
-            model = CLIPModel.from_pretrained(ident).to(device)
+            model = CLIPModel.from_pretrained(ident)
+            model = model.to(device)  # type: ignore[arg-type]  # transformers' stub: a device is fine
             # tokenizer and image processor separately: a bare directory may lack a processor
             # config, and the image processor falls back to PIL where torchvision is absent
             processor = _Processor(

@@ -21,6 +21,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from captionkit.errors import InputError
 
@@ -203,7 +204,9 @@ def _from_hf(name: str, split: str | None) -> CaptionDataset:
     cache.mkdir(parents=True, exist_ok=True)
     items = []
     for i, row in enumerate(ds):
-        refs = next((row[c] for c in ("captions", "caption", "sentences", "text") if c in row), [])
+        refs: Any = next(
+            (row[c] for c in ("captions", "caption", "sentences", "text") if c in row), []
+        )
         if isinstance(refs, str):
             refs = [refs]
         refs = [r.get("raw", "") if isinstance(r, dict) else r for r in refs]

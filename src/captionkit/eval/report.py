@@ -131,8 +131,8 @@ def _thumbnail(path: Path, size: int = 200) -> bytes | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        with Image.open(path) as opened:
+            im = opened.convert("RGB")
             im.thumbnail((size, size))
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=80)
@@ -218,6 +218,7 @@ def to_html(report: EvalReport, examples: int = 24) -> str:
     if hall:
         parts.append("<h2>Most hallucinated objects (CHAIR)</h2><ul>")
         for s in hall:
+            assert s.chair is not None  # ``hall`` holds only systems with CHAIR results
             items = ", ".join(f"{o} ({c})" for o, c in s.chair.most_hallucinated)
             parts.append(f"<li><b>{esc(s.name)}</b>: {esc(items)}</li>")
         parts.append("</ul>")

@@ -35,12 +35,13 @@ def rouge_l(
     per: dict[str, float] = {}
     for key, cand, ref_list in zip(keys, cands, refs, strict=True):
         tc = cand.split(" ")  # upstream splits on " ", so "" is one empty token
-        prec, rec = [], []
+        prec: list[float] = []
+        rec: list[float] = []
         for r in ref_list:
             tr = r.split(" ")
             lcs = _lcs(tr, tc)
             prec.append(lcs / float(len(tc)))
             rec.append(lcs / float(len(tr)))
-        p, r = max(prec), max(rec)
-        per[key] = ((1 + beta**2) * p * r) / float(r + beta**2 * p) if p != 0 and r != 0 else 0.0
+        p, rc = max(prec), max(rec)
+        per[key] = ((1 + beta**2) * p * rc) / float(rc + beta**2 * p) if p != 0 and rc != 0 else 0.0
     return (sum(per.values()) / len(per) if per else 0.0), per

@@ -117,7 +117,7 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
             try:
-                img = PILImage.open(io.BytesIO(data))
+                img: PILImage.Image = PILImage.open(io.BytesIO(data))
             except PILImage.DecompressionBombError:
                 img = _open_without_pillow_guard(data)  # our limit decides, and says the size
             check_size(img, limits)

@@ -388,6 +388,7 @@ class Provider:
         send_sampling: bool = True,
         json_output: bool = False,
         detail: str | None = None,
+        greedy_temperature: bool = False,
     ) -> dict[str, Any]:
         """A one-image request: ``system`` prompt, the image and ``instruction``;
         ``json_output`` asks for :data:`CAPTION_SCHEMA`; ``detail`` is an image-fidelity hint

@@ -371,7 +371,7 @@ def _image_processor(src: Path, vision: dict[str, Any]) -> Any:
     try:
         import torchvision  # noqa: F401
 
-        cls = transformers.CLIPImageProcessor
+        cls: Any = transformers.CLIPImageProcessor
     except ImportError:
         cls = transformers.CLIPImageProcessorPil
     return cls(**kwargs)

@@ -304,7 +304,9 @@ def _load_weights(model_id: str, cfg: Any, dtype: Any, revision: str | None) -> 
         kwargs["revision"] = revision
     with _transformers_warnings():
         try:
-            model, info = Phi3VForCausalLM.from_pretrained(model_id, **kwargs)
+            # output_loading_info=True: a (model, report) pair, whatever the stub says
+            loaded: Any = Phi3VForCausalLM.from_pretrained(model_id, **kwargs)
+            model, info = loaded
         except OSError as exc:  # no weights in the folder, not cached and no network
             if Path(model_id).expanduser().is_dir():
                 raise _fail(model_id, f"{_first_line(exc)} (is the download complete?)") from None

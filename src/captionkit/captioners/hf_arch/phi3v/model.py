@@ -45,7 +45,7 @@ class Phi3VImageEmbedding(nn.Module):
         vision._attn_implementation = "sdpa"
         self.img_processor = CLIPVisionModel(vision)
         self.layer_idx = int(spec["layer_idx"])
-        self.crop_size = int(vision.image_size)
+        self.crop_size = int(vision.image_size)  # type: ignore[arg-type]  # an int in CLIP configs
         self.order = spec["hd_transform_order"]
         dim = 4 * int(vision.hidden_size)
         self.glb_GN = nn.Parameter(torch.zeros(1, 1, dim))
