@@ -495,6 +495,19 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, dev)
     options = {k: v for k, v in (processor_options or {}).items() if v is not None}
     if ckpt.arch is not None:
+        unsupported = [
+            flag
+            for flag, value in (
+                ("--quantize", quantize),
+                ("-o attn_implementation", attn_implementation),
+            )
+            if value
+        ]
+        if unsupported:  # said, never silently ignored
+            raise ConfigError(
+                f"'{model_id}' is loaded by captionkit's own code for its layout, which does not "
+                f"support {' or '.join(unsupported)}; leave it out"
+            )
         return _load_arch(ckpt, dev, torch_dtype, revision, options)
     common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:

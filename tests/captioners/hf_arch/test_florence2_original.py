@@ -343,3 +343,12 @@ def test_a_non_zero_logit_bias_is_refused_not_dropped(replica_weights):
     weights["language_model.lm_head.weight"] = weights["language_model.lm_head.weight"] * 2
     with pytest.raises(ModelLoadError, match="untied embeddings are not supported"):
         fo.convert_state_dict(weights)
+
+
+def test_quantize_is_refused_not_ignored_for_a_converted_layout(replica):
+    """--quantize cannot reach a layout captionkit loads itself: say so in one line."""
+    from captionkit.captioners.hf_loading import load_model
+    from captionkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="does not support --quantize"):
+        load_model(str(replica), quantize="4bit")
