@@ -32,6 +32,7 @@ COMMANDS = [
     ("facts", "captionkit.cli.facts", "command", None),
     ("eval", "captionkit.cli.eval", "command", None),
     ("train", "captionkit.cli.train", "command", None),
+    ("serve", "captionkit.cli.serve", "command", None),
 ]
 #: Commands built by a click command class of their own: ``caption`` also takes every
 #: backend flag generated from the backends' Options (see ``cli.backend_flags``).
