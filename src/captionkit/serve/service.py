@@ -49,22 +49,6 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
-class _Batcher(MicroBatcher):
-    """The engine's batcher, counting batch sizes for ``/v1/metrics``.
-
-    Overrides the one method that sees whole batches; see the report for the public hook
-    (``on_batch``) this stands in for.
-    """
-
-    def __init__(self, *args: Any, metrics: Metrics, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._metrics = metrics
-
-    def _run_batch(self, request: CaptionRequest, batch: list[Any]) -> None:
-        self._metrics.batch(len(batch))
-        super()._run_batch(request, batch)
-
-
 @dataclass
 class Item:
     """One image of a request: uploaded bytes, or a file under ``--root``."""
@@ -130,14 +114,14 @@ class Service:
             suffix=run.decoration.suffix,
             trigger_word=run.decoration.trigger_word,
         )
-        return _Batcher(
+        return MicroBatcher(
             captioner,
             store=self.store,
             options=options,
             max_batch=self.config.max_batch,
             max_wait_ms=self.config.max_wait_ms,
             concurrency=self.config.concurrency,
-            metrics=self.metrics,
+            on_batch=self.metrics.batch,
         )
 
     def close(self) -> None:
