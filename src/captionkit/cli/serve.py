@@ -87,7 +87,7 @@ def _server_class() -> Any:
         after the graceful shutdown, instead of being re-raised to kill the process."""
 
         @contextmanager
-        def capture_signals(self):  # type: ignore[no-untyped-def]
+        def capture_signals(self) -> Any:
             with super().capture_signals():
                 try:
                     yield

@@ -94,7 +94,7 @@ MULTIPART_DOC = {
 
 
 def service_of(request: Request) -> Service:
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 def invalid(message: str) -> APIError:
