@@ -2,6 +2,10 @@
 
 Prints the facts a grounded caption is written from (objects, colours, counts, relations,
 setting, text) and, with ``--draw``, renders the boxes and labels onto a copy of the image.
+It is also the trace of the precision stage: why each object may be named (``evidence``),
+which detections were left out and why (``rejected``), and the one place a caption may
+state with its source and confidence (``place``), so every phrase of a caption can be
+followed back to a fact.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ def command(
     scene: bool = typer.Option(True, "--scene/--no-scene", help="Guess the setting."),
     ocr: bool = typer.Option(False, "--ocr/--no-ocr", help="Read text in the image."),
     palette: str = typer.Option("coarse", help="Colour names: coarse or css."),
+    precision: bool = typer.Option(
+        True, "--precision/--no-precision", help="Apply the calibrated precision stage."
+    ),
 ) -> None:
     """Print the grounded facts of IMAGE (objects, colours, relations, setting, text)."""
     from captionkit.captioners.registry import create
@@ -55,6 +62,7 @@ def command(
             scene=scene,
             ocr=ocr,
             palette=palette,
+            precision=precision,
         ),
     )
     facts = captioner.facts_batch([captioner.preprocess(pil, CaptionRequest())])[0]
@@ -81,11 +89,11 @@ def print_facts(facts: Facts, title: str = "") -> None:
 
     console = Console()
     table = Table(title=f"{markup(title)} ({facts.width}x{facts.height})")
-    for col in ("object", "score", "colours", "box (x1, y1, x2, y2)", "source"):
+    for col in ("object", "score", "colours", "box (x1, y1, x2, y2)", "source", "evidence"):
         table.add_column(col)
     for o in facts.objects:
         box = ", ".join(f"{v:.0f}" for v in o.box)
-        cells = (o.id, f"{o.score:.2f}", ", ".join(o.colours), box, o.source)
+        cells = (o.id, f"{o.score:.2f}", ", ".join(o.colours), box, o.source, o.evidence)
         table.add_row(*(markup(c) for c in cells))
     console.print(table)
     lines: list[tuple[str, Any]] = [
@@ -95,7 +103,12 @@ def print_facts(facts: Facts, title: str = "") -> None:
         ("ground", facts.ground_colour and f"{facts.ground_colour} ({facts.surface or '?'})"),
         ("image colours", ", ".join(facts.image_colours)),
         ("text", ", ".join(f"'{t.text}'" for t in facts.texts)),
-    ]
+        ("place", facts.place and f"{facts.place.word} ({facts.place.source}, "
+                                  f"{facts.place.confidence:.2f})"),
+        ("activity cues", "; ".join(f"{c.value} ({'+'.join(c.labels)} {c.mass:.2f})"
+                                    for c in facts.cues)),
+        ("left out", "; ".join(f"{r.label} {r.score:.2f}: {r.reason}" for r in facts.rejected)),
+    ]  # fmt: skip
     if facts.scene and facts.scene.labels:
         lines.append(("classifier", ", ".join(f"{n} {p:.2f}" for n, p in facts.scene.labels)))
     for name, value in lines:

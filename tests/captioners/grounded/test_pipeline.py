@@ -39,6 +39,8 @@ class FakeScene:
             labels=[],
             time_of_day="daytime",
             lighting=None,
+            # The classifier's second opinion: since v4 an SSD dog is named only with it.
+            objects=[("dog", 0.8)],
         )
         return [guess for _ in images]
 

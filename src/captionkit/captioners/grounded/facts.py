@@ -18,6 +18,15 @@ from pydantic import BaseModel, Field
 
 from captionkit.captioners.grounded.coco_words import display_name
 from captionkit.captioners.grounded.grammar import counted, join_list
+from captionkit.captioners.grounded.precision import (
+    CueFact,
+    PlaceFact,
+    Policy,
+    Rejected,
+    apply_policy,
+    choose_place,
+    pooled_cues,
+)
 from captionkit.captioners.grounded.relations import Relation, salient_relations
 from captionkit.errors import MissingDependencyError, ModelLoadError
 
@@ -58,6 +67,8 @@ class ObjectFact(BaseModel):
     #: "detector", or "classifier" when the scene classifier's breed labels named (or
     #: corrected) the animal; a classifier-only object's box is the whole image.
     source: str = "detector"
+    #: Why the precision stage let this object be named (empty for facts built without one).
+    evidence: str = ""
 
     @property
     def name(self) -> str:
@@ -78,6 +89,8 @@ class SceneFact(BaseModel):
     #: Place words and classifier labels with their probabilities, best first.
     places: list[tuple[str, float]] = Field(default_factory=list)
     labels: list[tuple[str, float]] = Field(default_factory=list)
+    #: The classifier's probability mass per COCO category (its second opinion on objects).
+    objects: list[tuple[str, float]] = Field(default_factory=list)
 
     @property
     def hedged(self) -> bool:
@@ -103,6 +116,12 @@ class Facts(BaseModel):
     #: ("grass", "snow", "water", "sand"): a cheap cue for where things happen.
     ground_colour: str | None = None
     surface: str | None = None
+    #: The precision policy these facts passed (None: built without one, as before v4),
+    #: what it left out and why, the one place a caption may state, and activity cues.
+    precision: str | None = None
+    rejected: list[Rejected] = Field(default_factory=list)
+    place: PlaceFact | None = None
+    cues: list[CueFact] = Field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -141,6 +160,7 @@ def _scene_fact(guess: Any) -> SceneFact:
         lighting=guess.lighting,
         places=places[:3],
         labels=list(labels.items())[:5],
+        objects=[(str(c), round(float(m), 3)) for c, m in getattr(guess, "objects", None) or []],
     )
 
 
@@ -270,12 +290,14 @@ def build_facts(
     min_text_score: float = 0.6,
     scale: float = 1.0,
     size: tuple[int, int] | None = None,
+    policy: Policy | None = None,
 ) -> Facts:
     """Turn one image's detections, scene guess and OCR spans into :class:`Facts`.
 
     ``image`` is the RGB array the models saw; ``scale`` maps its pixel coordinates back
     to the original image's (the pipeline may shrink large photos before detection), whose
-    ``size`` (width, height) is then recorded exactly.
+    ``size`` (width, height) is then recorded exactly. With a ``policy`` (the pipeline's
+    default), detections and places pass the precision stage (:mod:`precision`) first.
     """
     from captionkit.captioners.grounded.colours import (
         dominant_colours,
@@ -286,6 +308,9 @@ def build_facts(
     h, w = image.shape[:2]
     scene_fact = _scene_fact(scene) if scene is not None else None
     detections = _fuse_breeds(detections, scene_fact, (w, h))
+    rejected: list[Rejected] = []
+    if policy is not None:
+        detections, rejected = apply_policy(detections, scene_fact, policy)
     dets = sorted(detections, key=lambda d: -float(d.score))[:max_objects]
     numbering: Counter[str] = Counter()
     objects: list[ObjectFact] = []
@@ -305,6 +330,7 @@ def build_facts(
                 colours=names[:2],
                 area=round(area, 4),
                 source=source,
+                evidence=getattr(det, "evidence", ""),
             )
         )
     relations = salient_relations(
@@ -319,6 +345,20 @@ def build_facts(
     # it stands on, so only boxes that locate something take part.
     located = [_box4(d.box) for d in dets if not _whole_image(d, w)]
     ground = ground_colour(image, located) if colours else None
+    surface = SURFACES.get(ground or "")
+    place: PlaceFact | None = None
+    cues: list[CueFact] = []
+    if policy is not None:
+        labels = scene_fact.labels if scene_fact else []
+        place = choose_place(
+            scene_fact, pooled_cues(labels, 2, policy.cue_min), [o.label for o in objects],
+            surface, ground, policy,
+        )  # fmt: skip
+        cues = pooled_cues(labels, 1, policy.activity_min)
+        if scene_fact is not None and scene_fact.place_confidence < policy.place_min:
+            scene_fact.place, scene_fact.place_confidence = None, 0.0
+        if surface not in policy.surfaces:
+            surface = None
     return Facts(
         width=size[0] if size else round(w * scale),
         height=size[1] if size else round(h * scale),
@@ -329,7 +369,11 @@ def build_facts(
         texts=spans,
         image_colours=image_colours(image, palette=palette) if not objects and colours else [],
         ground_colour=ground,
-        surface=SURFACES.get(ground or ""),
+        surface=surface,
+        precision=policy.name if policy is not None else None,
+        rejected=rejected,
+        place=place,
+        cues=cues,
     )
 
 

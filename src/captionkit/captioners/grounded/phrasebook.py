@@ -8,7 +8,10 @@ caption dataset.
 
 from __future__ import annotations
 
-ANIMALS = ("dog", "cat", "horse", "bird", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
+#: "animal" is the generic word the precision stage may give an animal it cannot name.
+ANIMALS = (
+    "dog", "cat", "horse", "bird", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "animal",
+)  # fmt: skip
 
 #: (subject, object seen with it) -> what the subject is probably doing, in -ing form.
 ACTIVITIES: dict[tuple[str, str], str] = {

@@ -15,6 +15,11 @@ Why the template writer is the default, measured on the 150 Flickr8k dev photos 
 * speed: template 9.5-11 img/s through the engine vs 1.5-1.9 img/s with SmolLM2, whose
   token generation then dominates the cost.
 * it is deterministic and never names an object that was not detected.
+* precision over recall (v4, issue #18): detections and places pass a calibrated
+  :mod:`precision` stage before any writer sees them. 5-fold cross-validated by image on
+  the dev photos (thresholds fitted on training folds only), CHAIR-i falls from 0.137 to
+  0.038 and CHAIR-s from 0.173 to 0.040, at CIDEr-D 0.226 instead of 0.252: the objects
+  it stops naming were sometimes right. ``precision=False`` restores the old behaviour.
 
 An LLM writer (``writer="smollm2"``, ``"gguf:PATH"``, ``"hf:ORG/NAME"``,
 ``"openai-compatible:NAME"`` with ``base_url``) gives freer wording, and with a capable model
@@ -90,6 +95,13 @@ class GroundedOptions(BackendOptions):
     colours: bool = True
     palette: Literal["coarse", "css"] = "coarse"
     faithful: bool = True
+    precision: bool = Field(
+        True,
+        description=(
+            "grounded: name only what calibrated thresholds and the classifier support "
+            "(off: every detection above conf, places from any cue)."
+        ),
+    )
     max_side: int = Field(1024, ge=64, description="larger images are shrunk to this first")
     threads: int | None = Field(None, ge=1, description="CPU threads per vision model")
     device: str = Field(
@@ -106,7 +118,8 @@ class GroundedCaptioner(Captioner[GroundedOptions]):
     description: ClassVar[str] = "offline: object detector + scene + OCR facts, template/LLM writer"
     Options: ClassVar[type[BackendOptions]] = GroundedOptions
     default_batch_size: ClassVar[int] = 8
-    version: ClassVar[str] = "3"  # 3: relations and sentences deduplicated, hedged once
+    #: 3: relations and sentences deduplicated, hedged once; 4: the precision stage.
+    version: ClassVar[str] = "4"
     #: Not thread-safe: its models load lazily on first use without a lock, an LLM writer's
     #: runtime (llama.cpp, one transformers model) and the Ultralytics detector serve one
     #: call at a time. Per-request settings do travel with each call (nothing shared is
@@ -205,6 +218,9 @@ class GroundedCaptioner(Captioner[GroundedOptions]):
         scenes = self.scene_classifier.classify_batch(arrays) if self.options.scene else None
         texts = self.ocr_reader.read_batch(arrays) if self.options.ocr else None
         o = self.options
+        from captionkit.captioners.grounded.precision import policy_for
+
+        policy = policy_for(o.detector) if o.precision else None
         return [
             build_facts(
                 p.array,
@@ -216,6 +232,7 @@ class GroundedCaptioner(Captioner[GroundedOptions]):
                 max_objects=o.max_objects,
                 scale=p.scale,
                 size=p.size,
+                policy=policy,
             )
             for i, p in enumerate(inputs)
         ]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from captionkit.captioners.grounded.imagenet_coco import coco_mass
 from captionkit.captioners.grounded.scene_labels import IN, OUT_RANGES, SCENE_INDEX
 from captionkit.captioners.grounded.weights import pibo_model_path
 from captionkit.errors import ModelLoadError, require
@@ -52,6 +53,9 @@ class SceneGuess:
     labels: list[tuple[str, float]] = field(default_factory=list)
     time_of_day: str | None = None
     lighting: str | None = None
+    #: The classifier's probability mass per COCO category (:mod:`imagenet_coco`), best
+    #: first: its second opinion on what the detector found.
+    objects: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -217,7 +221,8 @@ class SceneClassifier:
         top = np.argsort(-p)[: self.top_k]
         labels = [(self.labels[i], round(float(p[i]), 3)) for i in top if p[i] > 0]
         time_of_day, lighting = time_and_lighting(stats, indoor)
-        return SceneGuess(indoor, confidence, places, labels, time_of_day, lighting)
+        objects = coco_mass(p, tuple(self.labels))
+        return SceneGuess(indoor, confidence, places, labels, time_of_day, lighting, objects)
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:

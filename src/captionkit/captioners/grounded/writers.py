@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from captionkit.captioners.grounded.coco_words import display_name, pluralise
+from captionkit.captioners.grounded.coco_words import display_name, mentioned_classes, pluralise
 from captionkit.captioners.grounded.facts import Facts, ObjectFact, setting_parts
 from captionkit.captioners.grounded.grammar import (
     collapse_hedges,
@@ -127,7 +127,13 @@ def _pooled(facts: Facts, part: int) -> list[tuple[str, str | None]]:
 
 
 def cues(facts: Facts) -> list[tuple[str | None, str | None, str | None]]:
-    """Phrase cues (subject, activity, place) the classifier's labels support, strongest first."""
+    """Phrase cues (subject, activity, place) the classifier's labels support, strongest first.
+
+    Facts that passed the precision stage carry their accepted cues (and the one place a
+    caption may state, see :func:`place_word`); older facts are read as before.
+    """
+    if facts.precision is not None:
+        return [(c.subject, c.value, None) for c in facts.cues]
     acts = [(who, act, None) for act, who in _pooled(facts, 1)]
     places = [(None, None, place) for place, _ in _pooled(facts, 2)]
     return acts + places
@@ -135,7 +141,10 @@ def cues(facts: Facts) -> list[tuple[str | None, str | None, str | None]]:
 
 def place_word(facts: Facts) -> str | None:
     """Where: a confident scene place, else a classifier cue, else a place the detected
-    objects imply (a boat: water), else the ground's surface."""
+    objects imply (a boat: water), else the ground's surface. After the precision stage,
+    only the place it chose (each source above its calibrated confidence), or none."""
+    if facts.precision is not None:
+        return facts.place.word if facts.place else None
     scene = facts.scene
     if scene and scene.place and scene.place in PLACE_PHRASES:
         return scene.place
@@ -209,6 +218,8 @@ def activities(facts: Facts, label: str) -> list[str]:
     found = [ACTIVITIES[(label, o.label)] for o in others if (label, o.label) in ACTIVITIES]
     found += [act for who, act, _ in cues(facts) if act and who in (None, label)]
     found = list(dict.fromkeys(found))
+    if facts.precision is not None:  # "flying a kite" needs a kite the policy let through
+        found = [a for a in found if all(c in facts.counts for c in mentioned_classes(a))]
     several = pluralise(label) if facts.counts.get(label, 0) > 1 else label
     defaults = DEFAULT_ACTIVITY.get(several) or DEFAULT_ACTIVITY.get(label)
     if defaults:
@@ -263,6 +274,11 @@ PREDICATE_PHRASES = {"left of": "to the left of", "right of": "to the right of"}
 #: Time and lighting words as a sentence's adverbials.
 TIME_PHRASES = {"daytime": "during the day", "night": "at night", "dusk": "at dusk"}
 LIGHT_PHRASES = {"backlit": "against the light"}
+
+
+def sorted_labels(facts: Facts) -> list[str]:
+    """Labels in :meth:`Facts.count_phrases` order (most frequent first, then by name)."""
+    return [lb for lb, _ in sorted(facts.counts.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
 def relation_sentences(facts: Facts, limit: int = 2) -> list[str]:
@@ -362,8 +378,14 @@ class TemplateWriter:
     # -- styles --------------------------------------------------------------------------
     def detailed(self, facts: Facts) -> str:
         parts = [self.short_variants(facts)[0]]
-        if len(facts.counts) > 1:
+        if len(facts.counts) > 1 and facts.precision is None:
             parts.append(sentence(f"The image shows {join_list(facts.count_phrases())}"))
+        elif len(facts.counts) > 1:  # say each object once: a repeat adds no fact, only risk
+            said = set(mentioned_classes(parts[0]))
+            rest = [p for lb, p in zip(sorted_labels(facts), facts.count_phrases(), strict=True)
+                    if lb not in said]  # fmt: skip
+            if rest:
+                parts.append(sentence(f"The image also shows {join_list(rest)}"))
         parts += relation_sentences(facts, limit=2)
         parts.append(setting_sentence(facts))
         if facts.texts:
