@@ -14,15 +14,23 @@ whose layout transformers no longer understands. Two rules hold throughout:
 from __future__ import annotations
 
 import logging
-import os
-import re
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from captionkit.captioners.hf_errors import (  # noqa: F401  (missing_package: tests)
+    check_local,
+    config_error,
+    first_line,
+    looks_local,
+    missing_package,
+    not_downloadable,
+    remote_code_error,
+    remote_code_failure,
+    unknown_type_error,
+)
 from captionkit.errors import ConfigError, MissingDependencyError, ModelLoadError, require
 
 #: The Auto classes a remote-code config may name in ``auto_map``, in the order tried: the
@@ -33,13 +41,6 @@ REMOTE_AUTO_CLASSES = (
     "AutoModelForCausalLM",
     "AutoModelForSeq2SeqLM",
 )
-
-#: Original layouts whose ``model_type`` transformers never learnt: (family, the organisation
-#: that publishes the converted checkpoints transformers loads natively, an example of those).
-#: deepseek-ai/NAME is converted as deepseek-community/NAME.
-CONVERTED_ELSEWHERE = {
-    "multi_modality": ("DeepSeek-VL", "deepseek-community", "deepseek-vl-7b-chat"),
-}
 
 #: Image-token cap applied to processors that size images by pixel count (Qwen2-VL's
 #: ``max_pixels``) when the user sets none: 1024 tokens of (patch x merge)^2 pixels, about one
@@ -92,140 +93,6 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     from captionkit.devices import resolve_dtype as shared
 
     return shared(dtype, device, extra="hf", feature="Hugging Face models")
-
-
-# -- paths and errors ---------------------------------------------------------------------
-def looks_local(model_id: str) -> bool:
-    """A filesystem path rather than a hub id: ``/x``, ``./x``, ``../x``, ``~/x``, ``C:\\x``,
-    or anything that exists on disk. ``org/name`` is a hub id unless such a folder exists."""
-    return (
-        model_id in (".", "..")
-        or model_id.startswith(("/", "./", "../", "~", ".\\", "..\\", "\\"))
-        or re.match(r"^[A-Za-z]:[\\/]", model_id) is not None
-        or Path(model_id).exists()
-    )
-
-
-def _check_local(model_id: str) -> Path | None:
-    """The folder for a local ``model_id``; a path that is not a folder is an error here,
-    before anything asks the hub about it."""
-    if not looks_local(model_id):
-        return None
-    path = Path(model_id).expanduser()
-    if not path.exists():
-        raise ModelLoadError(
-            f"no model folder at {path.absolute()}: that path does not exist (check the path, "
-            "or pass a hub id such as hf:org/name)"
-        )
-    if not path.is_dir():
-        raise ModelLoadError(
-            f"{path} is a file, not a model folder: pass the folder that holds config.json"
-        )
-    return path
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:limit]
-
-
-def _not_downloadable(model_id: str) -> ModelLoadError:
-    hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
-    return ModelLoadError(
-        f"cannot load '{model_id}': it is not a local folder and not in the Hugging Face cache "
-        f"({hf_home}), and it could not be downloaded. Connect to the network once, or copy the "
-        f"model folder here and pass --model hf:/path/to/dir (or set HF_HOME)"
-    )
-
-
-def _remote_code_failure(exc: BaseException) -> bool:
-    """Did the repo's own code (``trust_remote_code``) raise, or fail its import check?"""
-    if "This modeling file requires the following packages" in str(exc):
-        return True
-    frames = traceback.extract_tb(exc.__traceback__)
-    return any("transformers_modules" in frame.filename for frame in frames)
-
-
-def _remote_code_error(model_id: str, exc: BaseException) -> ModelLoadError:
-    import transformers
-
-    return ModelLoadError(
-        f"'{model_id}': its own code (-o trust_remote_code=true) does not run on transformers "
-        f"{transformers.__version__}: {type(exc).__name__}: {_first_line(exc)}"
-    )
-
-
-def _missing_package(model_id: str, exc: ImportError) -> MissingDependencyError | None:
-    """transformers' "X requires the Torchvision library" as one run-wide line naming the
-    package (before: the processor silently failed and every image raised a TypeError)."""
-    found = re.search(r"(\w+) requires the (\w[\w-]*) librar", str(exc))
-    if not found:
-        return None
-    user, package = found.group(1), found.group(2).lower()
-    import torch
-
-    hint = (
-        f" (the build that matches your torch {torch.__version__})"
-        if package.startswith("torch")
-        else ""
-    )
-    error = MissingDependencyError(package, "hf", user)
-    error.args = (
-        f"'{model_id}' needs {package} for {user}, but it is not installed: "
-        f"pip install {package}{hint}",
-    )
-    return error
-
-
-def _unknown_type_error(model_id: str, raw: dict[str, Any], trust_remote_code: bool) -> Any:
-    """The message for a ``model_type`` transformers does not know, by what would fix it."""
-    import transformers
-
-    model_type = raw.get("model_type")
-    version = transformers.__version__
-    if model_type in CONVERTED_ELSEWHERE:
-        family, org, example = CONVERTED_ELSEWHERE[model_type]
-        name = Path(model_id.rstrip("/\\")).name
-        instead = (
-            f"a converted checkpoint from {org}/ (e.g. --model hf:{org}/{example})"
-            if looks_local(model_id)
-            else f"the converted checkpoint: --model hf:{org}/{name}"
-        )
-        return ModelLoadError(
-            f"'{model_id}' is {family} in its original layout (model_type '{model_type}'), which "
-            f"transformers cannot load and whose repo ships no code for it; use {instead}"
-        )
-    if raw.get("auto_map") and not trust_remote_code:
-        return ModelLoadError(
-            f"'{model_id}' needs its own code (model_type '{model_type}' is not in transformers "
-            f"{version}): rerun with -o trust_remote_code=true if you trust its authors"
-        )
-    if raw.get("auto_map"):
-        return None  # remote code was allowed: its own failure, if any, is reported instead
-    return ModelLoadError(
-        f"'{model_id}' has model_type '{model_type}', which transformers {version} does not know, "
-        "and the repo ships no code for it: upgrade transformers (pip install -U transformers) or "
-        "use a checkpoint converted for transformers"
-    )
-
-
-def _config_error(ckpt: Checkpoint, exc: Exception) -> ModelLoadError:
-    model_id, raw = ckpt.model_id, ckpt.raw
-    local = _check_local(model_id)
-    if _remote_code_failure(exc):
-        return _remote_code_error(model_id, exc)
-    if raw is None and local is None:
-        return _not_downloadable(model_id)
-    if raw is None or not raw.get("model_type"):
-        what = "no config.json" if raw is None else "config.json has no model_type"
-        return ModelLoadError(
-            f"cannot load the model in {local or model_id}: {what} (is it a complete "
-            "save_pretrained folder?)"
-        )
-    return ModelLoadError(
-        f"cannot load '{model_id}' (model_type '{raw.get('model_type')}'): "
-        f"{type(exc).__name__}: {_first_line(exc)}"
-    )
 
 
 # -- transformers' log --------------------------------------------------------------------
@@ -288,7 +155,7 @@ def inspect_checkpoint(
     transformers = require("transformers", "hf", "Hugging Face models")
     from captionkit.captioners import hf_arch
 
-    local = _check_local(model_id)
+    local = check_local(model_id)
     path = str(local) if local is not None else model_id
     raw = hf_arch.read_raw_config(path, revision)
     ckpt = Checkpoint(model_id, path, raw, arch=hf_arch.find(raw))
@@ -297,12 +164,12 @@ def inspect_checkpoint(
     if raw is None and local is None:
         # The hub had no config.json for us (offline and not cached, or no such repo): asking
         # again through AutoConfig would only repeat the hub's retries (~25 s offline).
-        raise _not_downloadable(model_id)
+        raise not_downloadable(model_id)
     if raw and raw.get("model_type"):
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
         if raw["model_type"] not in CONFIG_MAPPING:  # also holds types registered at runtime
-            error = _unknown_type_error(model_id, raw, trust_remote_code)
+            error = unknown_type_error(model_id, raw, trust_remote_code)
             if error is not None:
                 raise error
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
@@ -312,7 +179,7 @@ def inspect_checkpoint(
         try:
             ckpt.config = transformers.AutoConfig.from_pretrained(path, **kwargs)
         except Exception as exc:  # OSError/ValueError/hub errors/remote code: find the cause
-            raise _config_error(ckpt, exc) from None
+            raise config_error(ckpt, exc) from None
     replay(held)
     return ckpt
 
@@ -443,11 +310,11 @@ def _quantization(transformers: Any, quantize: str, torch_dtype: Any) -> dict[st
 
 def _model_error(ckpt: Checkpoint, exc: Exception, trust_remote_code: bool) -> Exception:
     if isinstance(exc, ImportError):
-        missing = _missing_package(ckpt.model_id, exc)
+        missing = missing_package(ckpt.model_id, exc)
         if missing is not None:
             return missing
-    if _remote_code_failure(exc):
-        return _remote_code_error(ckpt.model_id, exc)
+    if remote_code_failure(exc):
+        return remote_code_error(ckpt.model_id, exc)
     if isinstance(exc, ValueError) and "Unrecognized configuration" in str(exc):
         if (ckpt.raw or {}).get("auto_map") and not trust_remote_code:
             return ModelLoadError(
@@ -460,14 +327,12 @@ def _model_error(ckpt: Checkpoint, exc: Exception, trust_remote_code: bool) -> E
         )
     if isinstance(exc, OSError) and Path(ckpt.path).is_dir():
         return ModelLoadError(
-            f"cannot load the model in {ckpt.path}: {_first_line(exc)} (is it a complete "
+            f"cannot load the model in {ckpt.path}: {first_line(exc)} (is it a complete "
             "save_pretrained folder?)"
         )
     if isinstance(exc, OSError):
-        return _not_downloadable(ckpt.model_id)
-    return ModelLoadError(
-        f"cannot load '{ckpt.model_id}': {type(exc).__name__}: {_first_line(exc)}"
-    )
+        return not_downloadable(ckpt.model_id)
+    return ModelLoadError(f"cannot load '{ckpt.model_id}': {type(exc).__name__}: {first_line(exc)}")
 
 
 def load_model(
@@ -660,13 +525,13 @@ def load_processor(
         try:
             image_processor = transformers.AutoImageProcessor.from_pretrained(path, **common)
         except ImportError as exc:
-            raise _missing_package(ckpt.model_id, exc) or _model_error(
+            raise missing_package(ckpt.model_id, exc) or _model_error(
                 ckpt, exc, bool(common.get("trust_remote_code"))
             ) from None
         except Exception as exc:  # remote code and hub errors raise anything
             # No image processor files (the processor may still carry one), or unreadable
             # ones: the reason is kept for the error below if nothing else supplies one.
-            image_processor, no_image_processor = None, _first_line(exc, 300)
+            image_processor, no_image_processor = None, first_line(exc, 300)
         if image_processor is not None:
             applied = processor_kwargs(ckpt.model_id, image_processor, options)
             if applied:
@@ -682,7 +547,7 @@ def load_processor(
         try:
             processor = transformers.AutoProcessor.from_pretrained(path, **common)
         except ImportError as exc:
-            missing = _missing_package(ckpt.model_id, exc)
+            missing = missing_package(ckpt.model_id, exc)
             if missing is not None:
                 raise missing from None
             processor, failure = None, exc
@@ -707,7 +572,7 @@ def load_processor(
             except Exception as exc:  # the tokenizers library raises bare Exceptions
                 raise ModelLoadError(
                     f"'{ckpt.model_id}' has no image processor/tokenizer files next to its "
-                    f"weights ({_first_line(exc, 300)}); save them with save_pretrained too"
+                    f"weights ({first_line(exc, 300)}); save them with save_pretrained too"
                 ) from None
             declared = _declared_processor(ckpt) if failure is not None else ""
             if declared and failure is not None:
@@ -715,7 +580,7 @@ def load_processor(
                 # say why it failed once, rather than fail every image.
                 raise ModelLoadError(
                     f"'{ckpt.model_id}': its processor ({declared}) cannot be loaded: "
-                    f"{_first_line(failure)}"
+                    f"{first_line(failure)}"
                 )
     replay(held)
     return processor, image_processor, tokenizer, applied or {}

@@ -197,13 +197,13 @@ def test_processor_options_are_validated_against_the_processor(replica):
 
 
 def test_missing_package_error_names_the_package():
-    from captionkit.captioners.hf_loading import _missing_package
+    from captionkit.captioners.hf_errors import missing_package
 
     exc = ImportError(
         "\nQwen2VLVideoProcessor requires the Torchvision library but it was not found in your "
         "environment."
     )
-    error = _missing_package("Qwen/Qwen2-VL-2B-Instruct", exc)
+    error = missing_package("Qwen/Qwen2-VL-2B-Instruct", exc)
     assert isinstance(error, MissingDependencyError)
     assert "pip install torchvision" in str(error) and "\n" not in str(error)
 
