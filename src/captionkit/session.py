@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from captionkit.engine.progress import Progress
     from captionkit.engine.runner import RunSummary
     from captionkit.engine.sinks import Sink
+    from captionkit.engine.stages import RunOptions
     from captionkit.engine.store import ResultStore
     from captionkit.inputs.sources import Source
 
@@ -51,6 +52,10 @@ class InputSpec(_Part):
     recursive: bool = True
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    #: Tables, HF datasets, WebDataset shards: the column holding the image (None: guessed).
+    image_column: str | None = None
+    #: HF datasets: the split to caption.
+    split: str | None = None
 
     @property
     def streamed(self) -> bool:
@@ -77,6 +82,16 @@ class SinkSpec(_Part):
         if self.sidecar is not None:
             return self.sidecar
         return self.format is None or self.output is not None
+
+
+class ClusterSpec(_Part):
+    """``--ray``: run on a Ray cluster (``auto``, ``local``, ``ray://host:10001``)."""
+
+    address: str = "auto"
+    actors: int | None = Field(default=None, ge=1)  # None: one per GPU, else one
+    gpus_per_actor: float | None = Field(default=None, ge=0)  # None: 1 when GPUs exist
+    #: Custom Ray resources each actor needs (pin actors to labelled nodes).
+    resources: tuple[tuple[str, float], ...] = ()
 
 
 class Limits(_Part):
@@ -117,6 +132,8 @@ class RunSpec(_Part):
     decoration: Decoration = Decoration()
     control: RunControl = RunControl()
     config_file: Path | None = None
+    #: Set when the run goes to a Ray cluster (``--ray``); None: this machine.
+    cluster: ClusterSpec | None = None
 
     def without_stdin(self) -> RunSpec:
         """This run without ``-`` (a list on stdin that turned out to be empty)."""
@@ -196,6 +213,7 @@ def build_run(
     ``captioner``: the class of an already loaded captioner (its options are its own).
     """
     from captionkit.captioners import registry
+    from captionkit.engine.exports import EXPORT_FORMATS
     from captionkit.engine.sinks import FORMATS
     from captionkit.styles import get_style
 
@@ -220,8 +238,9 @@ def build_run(
         num_captions=num_captions or 1,
         decoding=_decoding(settings, explicit),
     )
-    if explicit.get("format") not in (None, *FORMATS):
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
+    if explicit.get("format") not in (None, *FORMATS, *EXPORT_FORMATS):
+        raise ConfigError(f"--format must be one of {', '.join((*FORMATS, *EXPORT_FORMATS))}")
+    cluster = _cluster(explicit)
     if captioner is not None:
         if options:
             raise ConfigError("backend options go to load_captioner(), not with a loaded captioner")
@@ -238,6 +257,8 @@ def build_run(
                 recursive=_given(explicit, "recursive", True),
                 include=tuple(explicit.get("include") or ()),
                 exclude=tuple(explicit.get("exclude") or ()),
+                image_column=explicit.get("image_column"),
+                split=explicit.get("split"),
             ),
             backend=settings.model,
             backend_name=name,
@@ -250,6 +271,7 @@ def build_run(
             request=request,
             **_settings_parts(settings, explicit),
             config_file=_config_file(config),
+            cluster=cluster,
         )
     except ValidationError as exc:  # a run value no settings layer checked (--format, say)
         first = exc.errors()[0]
@@ -288,8 +310,31 @@ def _settings_parts(settings: Settings, explicit: Mapping[str, Any]) -> dict[str
 #: The run's own values :func:`build_run` takes besides the :class:`Settings` fields.
 RUN_KEYS = frozenset(
     "prompt num_captions decoding num_beams do_sample temperature top_p top_k seed recursive "
-    "include exclude sidecar output_dir format output force rewrite rewrite_options".split()
+    "include exclude sidecar output_dir format output force rewrite rewrite_options "
+    "ray actors gpus_per_actor ray_resources image_column split".split()
 )
+
+
+def _cluster(explicit: Mapping[str, Any]) -> ClusterSpec | None:
+    """``--ray`` and its companions; those without ``--ray`` are a mistake worth one line."""
+    address = explicit.get("ray")
+    if not address:
+        stray = [k for k in ("actors", "gpus_per_actor", "ray_resources") if explicit.get(k)]
+        if stray:
+            flag = "--" + stray[0].replace("_", "-")
+            raise ConfigError(f"{flag} is for cluster runs: add --ray auto (or --ray ADDRESS)")
+        return None
+    try:
+        return ClusterSpec(
+            address=str(address),
+            actors=explicit.get("actors"),
+            gpus_per_actor=explicit.get("gpus_per_actor"),
+            resources=tuple(sorted((explicit.get("ray_resources") or {}).items())),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = str(first["loc"][-1]).replace("_", "-")
+        raise ConfigError(f"--{where}: {first['msg']}") from None
 
 
 #: Every name :func:`build_run` takes as an explicit value (a face may pass its arguments of
@@ -321,9 +366,19 @@ def check_inputs(run: RunSpec) -> None:
     URLs and a list on stdin are not walked: those cannot be looked at twice.
     """
     from captionkit.inputs.sources import iter_sources
+    from captionkit.inputs.tables import classify, is_table_like
 
+    if is_table_like(run.inputs.items):
+        if run.cluster is None:
+            raise InputError(
+                "tables, hf: datasets and WebDataset shards are captioned with --ray "
+                "(--ray local runs them on this machine)"
+            )
+        return  # Ray Data reads them (the driver checks paths and columns)
     for item in run.inputs.items:
         if item == "-" or item.startswith(("http://", "https://")):
+            continue
+        if classify(item).kind != "files":
             continue
         if not Path(item).expanduser().exists():
             raise InputError(f"{_plain(item)}: no such file or folder")
@@ -382,6 +437,7 @@ def make_sinks(run: RunSpec) -> list[Sink]:
     """The sink policy: sidecars unless off (or ``--format`` to stdout); a stream for
     ``--format``; and captions printed when they would otherwise go nowhere visible (sidecars
     off, or URLs and stdin lists, which have no folder for a sidecar)."""
+    from captionkit.engine.exports import EXPORT_FORMATS, ExportSink
     from captionkit.engine.sinks import SidecarSink, StreamSink
 
     spec = run.sinks
@@ -395,7 +451,9 @@ def make_sinks(run: RunSpec) -> list[Sink]:
                 roots=list(run.inputs.items),
             )
         )
-    if spec.format is not None:
+    if spec.format in EXPORT_FORMATS:
+        sinks.append(ExportSink(spec.format, spec.output))
+    elif spec.format is not None:
         sinks.append(StreamSink(spec.format, spec.output))
     elif not spec.sidecars or run.inputs.streamed:
         sinks.append(StreamSink("txt", None))
@@ -488,10 +546,10 @@ def execute(
 ) -> Outcome:
     """Check the outputs, open the store, load the model (unless given) and run the streaming
     driver over ``items``. A captioner passed in is left open; one loaded here is closed."""
-    from captionkit.engine.runner import Runner, RunOptions
-    from captionkit.inputs.decode import DecodeLimits
-    from captionkit.inputs.fetch import FetchLimits
+    from captionkit.engine.runner import Runner
 
+    if run.cluster is not None:  # never a silent single-machine run of a cluster job
+        raise ConfigError("a --ray run is driven by captionkit.cluster.driver.execute()")
     sinks = make_sinks(run) if sinks is None else list(sinks)
     check_outputs(run, sinks)
     store = open_store(run.store)
@@ -501,26 +559,13 @@ def execute(
         if store is not None:
             store.close()
         raise
-    limits = run.limits
     runner = Runner(
         model,
         run.request,
         store=store,
         sinks=list(sinks),
         progress=progress,
-        options=RunOptions(
-            batch_size=run.control.batch_size,
-            workers=run.control.workers,
-            force=run.control.force,
-            decode=DecodeLimits(max_pixels=limits.max_pixels),
-            fetch=FetchLimits(
-                max_bytes=int(limits.max_file_mb * 1024 * 1024), timeout=limits.timeout
-            ),
-            prefix=run.decoration.prefix,
-            suffix=run.decoration.suffix,
-            trigger_word=run.decoration.trigger_word,
-            collect=collect,
-        ),
+        options=run_options(run, collect=collect),
     )
     try:
         summary = runner.run(items)
@@ -530,6 +575,26 @@ def execute(
         if store is not None:
             store.close()
     return Outcome(summary, model.stats(), store.path if store is not None else None)
+
+
+def run_options(run: RunSpec, *, collect: bool = False) -> RunOptions:
+    """The engine's options for ``run`` (the streaming driver and every cluster actor)."""
+    from captionkit.engine.stages import RunOptions
+    from captionkit.inputs.decode import DecodeLimits
+    from captionkit.inputs.fetch import FetchLimits
+
+    limits = run.limits
+    return RunOptions(
+        batch_size=run.control.batch_size,
+        workers=run.control.workers,
+        force=run.control.force,
+        decode=DecodeLimits(max_pixels=limits.max_pixels),
+        fetch=FetchLimits(max_bytes=int(limits.max_file_mb * 1024 * 1024), timeout=limits.timeout),
+        prefix=run.decoration.prefix,
+        suffix=run.decoration.suffix,
+        trigger_word=run.decoration.trigger_word,
+        collect=collect,
+    )
 
 
 @dataclass

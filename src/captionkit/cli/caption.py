@@ -23,6 +23,7 @@ from captionkit.errors import InputError
 __all__ = ["command", "parse_options"]
 
 INPUTS, MODEL, PROMPT, OUTPUT, RUN = "Inputs", "Model", "Prompt and decoding", "Output", "Run"
+CLUSTER = "Cluster (Ray)"
 
 
 def _opt(*decls: str, panel: str, **kw: Any) -> Any:
@@ -32,13 +33,15 @@ def _opt(*decls: str, panel: str, **kw: Any) -> Any:
 # fmt: off
 def command(
     ctx: typer.Context,
-    inputs: Annotated[list[str] | None, typer.Argument(help="Image files, folders (recursive), URLs, or - to read paths from stdin.", show_default=False)] = None,
+    inputs: Annotated[list[str] | None, typer.Argument(help="Image files, folders (recursive), URLs, or - to read paths from stdin; with --ray also tables (.parquet, .csv, .jsonl), hf:ORG/DATASET and WebDataset shards (shards/{00000..00099}.tar).", show_default=False)] = None,
     image_dir: Annotated[list[str] | None, _opt("--image-dir", panel=INPUTS, help="A folder of images (as the seed scripts had it).")] = None,
     image_file: Annotated[list[str] | None, _opt("--image-file", panel=INPUTS, help="One image file.")] = None,
     url_image: Annotated[list[str] | None, _opt("--url-image", panel=INPUTS, help="One image URL.")] = None,
     recursive: Annotated[bool, _opt("--recursive/--no-recursive", panel=INPUTS, help="Descend into sub-folders.")] = True,
     include: Annotated[list[str] | None, _opt("--include", panel=INPUTS, help="Only paths matching this glob (repeatable), e.g. '*.png'.")] = None,
     exclude: Annotated[list[str] | None, _opt("--exclude", panel=INPUTS, help="Skip paths matching this glob (repeatable).")] = None,
+    image_column: Annotated[str | None, _opt("--image-column", panel=INPUTS, help="Tables and datasets: the column with the image (path, URL or bytes). Default: image, url, path...")] = None,
+    split: Annotated[str | None, _opt("--split", panel=INPUTS, help="hf: datasets: the split to caption, e.g. train.")] = None,
     model: Annotated[str | None, _opt("--model", "-m", panel=MODEL, help="BACKEND:MODEL, e.g. grounded, hf:Salesforce/blip-image-captioning-base, hf:/path/to/dir, openai:gpt-4o-mini. Default: grounded.")] = None,
     device: Annotated[str | None, _opt(panel=MODEL, help="auto, cpu, cuda, cuda:1, mps.")] = None,
     dtype: Annotated[str | None, _opt(panel=MODEL, help="auto, float32, bfloat16, float16.")] = None,
@@ -57,8 +60,8 @@ def command(
     top_p: Annotated[float, _opt(panel=PROMPT, min=0.0, max=1.0, help="Nucleus sampling mass.")] = 0.9,
     top_k: Annotated[int, _opt(panel=PROMPT, min=0, help="Top-k sampling (0: off).")] = 0,
     seed: Annotated[int | None, _opt(panel=PROMPT, help="Random seed for sampling.")] = None,
-    format: Annotated[str | None, _opt("--format", "-f", panel=OUTPUT, help="Also write all results as txt, jsonl or csv (to --output or stdout).")] = None,
-    output: Annotated[str | None, _opt("--output", "-O", panel=OUTPUT, help="File for --format (default: stdout).")] = None,
+    format: Annotated[str | None, _opt("--format", "-f", panel=OUTPUT, help="Also write all results as txt, jsonl or csv (to --output or stdout), or a training-ready export: parquet, imagefolder, webdataset (folders), kohya, coco (JSON).")] = None,
+    output: Annotated[str | None, _opt("--output", "-O", panel=OUTPUT, help="File (or folder: imagefolder, webdataset) for --format (default: stdout).")] = None,
     sidecar: Annotated[bool | None, _opt("--sidecar/--no-sidecar", panel=OUTPUT, help="Write IMAGE.txt beside each image. Default: on, except when --format goes to stdout.")] = None,
     output_dir: Annotated[str | None, _opt("--output-dir", panel=OUTPUT, help="Write sidecars here, mirroring the input folders.")] = None,
     existing: Annotated[str | None, _opt(panel=OUTPUT, help="When a sidecar exists: skip (default), overwrite, append, prepend.")] = None,
@@ -75,6 +78,9 @@ def command(
     max_file_mb: Annotated[float | None, _opt(panel=RUN, help="Refuse image files (local or downloaded) larger than this many MB (default 50).")] = None,
     timeout: Annotated[float | None, _opt(panel=RUN, help="Seconds to wait for a URL download.")] = None,
     config: Annotated[str | None, _opt(panel=RUN, help="TOML config file (default: $CAPTIONKIT_CONFIG or the user config dir).")] = None,
+    ray: Annotated[str | None, _opt("--ray", panel=CLUSTER, help="Run on a Ray cluster: auto (the running cluster, else a local one), local, or ray://HOST:10001. Shards go to --output-dir; rerun to resume.")] = None,
+    actors: Annotated[int | None, _opt("--actors", panel=CLUSTER, min=1, help="Captioners (one per Ray actor). Default: one per GPU, else 1.")] = None,
+    gpus_per_actor: Annotated[float | None, _opt("--gpus-per-actor", panel=CLUSTER, min=0.0, help="GPUs each actor takes (fractions share a GPU). Default: 1 when the cluster has GPUs.")] = None,
 ) -> None:
     """Caption images and write sidecar .txt files and/or a JSONL/CSV/TXT stream."""
     from captionkit import session
@@ -96,6 +102,8 @@ def command(
         run = run.without_stdin()
         if not run.inputs.items:  # an empty list is a valid list: nothing to do, no model load
             return report.console().print("no images found: the list on standard input is empty")
+    if run.cluster is not None:
+        return _cluster(run, dry_run)
     if dry_run:  # writes nothing, so checks no output
         with session.load(run) as captioner:
             estimate = session.estimate(run, captioner, session.sources(run, stdin=stdin))
@@ -107,6 +115,33 @@ def command(
     report.print_summary(outcome, skipped)
     raise typer.Exit(outcome.summary.exit_code)
 # fmt: on
+
+
+def _cluster(run: Any, dry_run: bool) -> None:
+    """``--ray``: the run goes to Ray Data (:mod:`captionkit.cluster`); a summary on stderr."""
+    from captionkit.cli import report
+    from captionkit.cli.display import markup
+    from captionkit.cluster.driver import execute, output_folder
+
+    if dry_run:
+        raise InputError("--dry-run counts images on this machine: drop --ray for the estimate")
+    if "-" in run.inputs.items:
+        raise InputError("--ray reads files, folders, tables and datasets, not a list on stdin")
+    output_folder(run)  # one line now, before Ray starts, when there is nowhere to write
+    outcome = execute(run)
+    out = report.console()
+    parts = [f"{outcome.captioned} captioned"]
+    if outcome.resumed:
+        parts.append(f"{outcome.resumed} already in {outcome.output} (skipped)")
+    if outcome.failed:
+        parts.append(f"[red]{outcome.failed} failed[/red]")
+    rate = f" at {outcome.rate:.2f} img/s" if outcome.captioned else ""
+    actors = f" on {outcome.actors} actor(s)" if outcome.actors else ""
+    out.print(f"{', '.join(parts)} in {outcome.seconds:.1f} s{rate}{actors}")
+    for source, error in outcome.failures[:20]:
+        out.print(f"  [red]failed[/red] {markup(source)}: {markup(error)}")
+    out.print(f"  results: {outcome.output}/shards (manifest.json)")
+    raise typer.Exit(outcome.exit_code)
 
 
 def _implicit_stdin() -> list[str]:

@@ -1,7 +1,9 @@
-"""``captionkit results``: read what the results store holds.
+"""``captionkit results``: read what the results store (or a cluster output folder) holds.
 
 Both commands open the store read-only: they never create, migrate or lock it, and a
 damaged, foreign or locked file is one line (``StoreError``) saying how to move it aside.
+``export --from DIR`` reads a ``--ray`` run's output folder (its Parquet shards) instead.
+The training-ready formats are :mod:`captionkit.engine.exports`'.
 """
 
 from __future__ import annotations
@@ -21,20 +23,36 @@ def _store_path(store: str | None) -> Path:
 
 @app.command("export")
 def export(
-    fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl or csv."),
-    output: str = typer.Option("-", "--output", "-O", help="File to write (default: stdout)."),
+    fmt: str = typer.Option(
+        "jsonl",
+        "--format",
+        "-f",
+        help="jsonl, csv, or a training-ready export: parquet, imagefolder, webdataset (folders), kohya, coco (JSON).",
+    ),
+    output: str = typer.Option(
+        "-",
+        "--output",
+        "-O",
+        help="File (or folder: imagefolder, webdataset) to write (default: stdout).",
+    ),
     store: str = typer.Option(None, help="Store path (default: the user cache dir)."),
+    source: str = typer.Option(
+        None, "--from", help="A --ray run's output folder to export instead of the store."
+    ),
     backend: str = typer.Option(None, help="Only this backend."),
     model: str = typer.Option(None, help="Only this model."),
 ) -> None:
-    """Write every stored caption as JSONL or CSV."""
+    """Write every stored caption as JSONL or CSV, or as a training-ready dataset."""
+    from captionkit.engine.exports import EXPORT_FORMATS
     from captionkit.engine.sinks import StreamSink
     from captionkit.engine.store import ResultStore
     from captionkit.errors import ConfigError
     from captionkit.inputs.sources import Source
 
-    if fmt not in ("jsonl", "csv"):
-        raise ConfigError("--format must be jsonl or csv")
+    if fmt not in ("jsonl", "csv", *EXPORT_FORMATS):
+        raise ConfigError(f"--format must be one of jsonl, csv, {', '.join(EXPORT_FORMATS)}")
+    if source is not None or fmt in EXPORT_FORMATS:
+        return _export_rows(fmt, output, store, source, backend, model)
     path = _store_path(store)
     sink = StreamSink(fmt, output)
     sink.check()
@@ -52,6 +70,63 @@ def export(
             db.close()
     sink.close()
     typer.echo(f"{n} results exported from {path}", err=True)
+
+
+def _export_rows(
+    fmt: str,
+    output: str,
+    store: str | None,
+    source: str | None,
+    backend: str | None,
+    model: str | None,
+) -> None:
+    """The training-ready formats (and anything ``--from`` a cluster output folder)."""
+    from collections.abc import Iterator
+    from typing import Any
+
+    from captionkit.engine.exports import EXPORT_FORMATS, export_rows, result_row, row_result
+    from captionkit.engine.sinks import StreamSink
+    from captionkit.engine.store import ResultStore
+    from captionkit.inputs.sources import Source
+
+    def rows() -> Iterator[dict[str, Any]]:
+        if source is not None:
+            from captionkit.cluster.output import read_rows
+
+            for row in read_rows(source):
+                if (backend is None or row["backend"] == backend) and (
+                    model is None or row["model"] == model
+                ):
+                    yield row
+            return
+        path = _store_path(store)
+        if not path.exists() and not store:
+            return
+        db = ResultStore(path, readonly=True)
+        try:
+            for result in db.iter_results(backend=backend, model=model):
+                yield result_row(result)
+        finally:
+            db.close()
+
+    where = source or _store_path(store)
+    if fmt in EXPORT_FORMATS:
+        done = export_rows(fmt, None if output == "-" else output, rows())
+        skipped = f", {done.skipped} skipped (not a local file)" if done.skipped else ""
+        typer.echo(f"{done.written} results exported from {where}{skipped}", err=True)
+        return
+    sink = StreamSink(fmt, output)
+    sink.check()
+    n = 0
+    try:
+        for row in rows():
+            sink.write(row_result(row), Source(key=str(row["id"])))
+            n += 1
+    except BaseException:
+        sink.discard()
+        raise
+    sink.close()
+    typer.echo(f"{n} results exported from {where}", err=True)
 
 
 @app.command("info")
