@@ -152,6 +152,19 @@ def test_an_activity_cue_below_its_confidence_is_not_said():
     assert "riding a snowmobile" in captions(facts)["short"]
 
 
+def test_a_game_cue_is_said_without_naming_a_ball():
+    """The classifier's "ballplayer" is evidence of a baseball game; "playing baseball" names
+    the game, not a ball (CHAIR agrees), so the calibrated cue is said although no ball was
+    named. A phrase that does name a ball still needs the ball in the facts."""
+    facts = build_facts(image(), [person()], scene(labels=[("ballplayer", 0.8)]), policy=POLICY)
+    assert "sports ball" not in facts.counts
+    assert "playing baseball" in captions(facts)["short"]
+    assert mentioned_classes("A person is playing baseball.") == ["person"]
+    assert mentioned_classes("A dog is playing with a baseball.") == ["dog", "sports ball"]
+    ball = build_facts(image(), [person()], scene(labels=[("tennis ball", 0.8)]), policy=POLICY)
+    assert "ball" not in captions(ball)["short"]
+
+
 # -- places ----------------------------------------------------------------------------------
 def test_a_place_word_appears_only_with_its_supporting_fact():
     weak = build_facts(image(), [person()], scene(places=[("beach", 0.3)]), policy=POLICY)
@@ -161,6 +174,15 @@ def test_a_place_word_appears_only_with_its_supporting_fact():
     sure = build_facts(image(), [person()], scene(places=[("beach", 0.8)]), policy=POLICY)
     assert (sure.place.word, sure.place.source, sure.place.confidence) == ("beach", "scene", 0.8)
     assert "on the beach" in captions(sure)["short"]
+
+
+def test_a_place_is_dropped_only_when_the_activity_already_says_it():
+    """ "doing gymnastics" does not say "gym" (a word, not a substring, repeats a place):
+    the calibrated gym is still stated."""
+    gym = scene(places=[("gym", 0.9)], labels=[("horizontal bar", 0.8)], indoor=True)
+    facts = build_facts(image(), [person()], gym, policy=POLICY)
+    assert facts.place is not None and facts.place.word == "gym"
+    assert "doing gymnastics in a gym" in captions(facts)["short"]
 
 
 def test_the_ground_colour_alone_says_no_place_unless_calibrated():
@@ -216,6 +238,20 @@ def test_fit_policy_learns_a_reliable_and_an_unreliable_class():
     today = fit_policy(records, levers=Levers(thresholds=False, classifier=False, places=False,
                                               activities=False))  # fmt: skip
     assert today.threshold("kite") == 0.3
+
+
+def test_a_surface_right_in_both_training_photos_is_trusted_and_a_mixed_one_is_not():
+    """Water from the ground's colour was right on every dev photo, but a fold often holds
+    only two of them: two supported photos out of two are enough, one of two is not."""
+
+    def rec(surface: str, ref: str) -> ImageRecord:
+        return ImageRecord(detections=[], truth=set(), references=[ref], surface=surface)
+
+    records = [rec("water", "A dog swims in the lake ."), rec("water", "Kids splash in water .")]
+    records += [rec("snow", "A man skis ."), rec("snow", "A man stands by a wall .")]
+    policy = fit_policy(records, place_target=0.7)
+    assert policy.surfaces == ("water",)
+    assert fit_policy(records[:1], place_target=0.7).surfaces == ()  # one photo is too few
 
 
 def test_supported_reads_place_and_activity_words_in_references():

@@ -161,8 +161,11 @@ def fit_policy(
                 surfaces.setdefault(r.surface, []).append(supported(r.surface, r.references))
         policy.place_min = max(0.25, threshold_for(scene, place_target))
         policy.cue_min = max(0.2, threshold_for(cue, place_target))
+        # A ground colour is rare (water: 7 of 150 dev photos, all right), so a training
+        # fold often holds two: two of two clear a 0.7 target after smoothing, one of two
+        # does not. Requiring three left water out of folds it was right in (CV: +0.002).
         policy.surfaces = tuple(
             w for w, oks in surfaces.items()
-            if len(oks) >= 3 and (sum(oks) + 1) / (len(oks) + 2) >= place_target
+            if len(oks) >= 2 and (sum(oks) + 1) / (len(oks) + 2) >= place_target
         )  # fmt: skip
     return policy

@@ -180,14 +180,21 @@ def _pattern() -> tuple[re.Pattern[str], dict[str, str]]:
     return re.compile(rf"\b(?:{alternation})\b"), word_to_class
 
 
+#: "playing baseball" names a game, not a ball: the ball need not be in sight, and CHAIR
+#: (``captionkit.eval.chair``) does not count the game's name as an object either.
+_GAMES = re.compile(r"\bplaying (?:baseball|basketball|volleyball|football)\b")
+
+
 def mentioned_classes(text: str) -> list[str]:
     """COCO classes a caption mentions, in order of first mention, each once.
 
-    Used by the re-ranker (reward detected, penalise undetected objects) and by CHAIR.
+    Used by the re-ranker (reward detected, penalise undetected objects), by the precision
+    stage's check that an activity names no object the policy left out, and by tests.
+    A game's name after "playing" is not an object mention (see :data:`_GAMES`).
     """
     pattern, word_to_class = _pattern()
     found: list[str] = []
-    for match in pattern.finditer(text.lower()):
+    for match in pattern.finditer(_GAMES.sub("playing", text.lower())):
         cls = word_to_class[match.group(0)]
         if cls not in found:
             found.append(cls)

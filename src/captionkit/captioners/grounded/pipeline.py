@@ -118,8 +118,10 @@ class GroundedCaptioner(Captioner[GroundedOptions]):
     description: ClassVar[str] = "offline: object detector + scene + OCR facts, template/LLM writer"
     Options: ClassVar[type[BackendOptions]] = GroundedOptions
     default_batch_size: ClassVar[int] = 8
-    #: 3: relations and sentences deduplicated, hedged once; 4: the precision stage.
-    version: ClassVar[str] = "4"
+    #: 3: relations and sentences deduplicated, hedged once; 4: the precision stage; 5: a
+    #: game ("playing baseball") is not a ball, a place is dropped only when the activity
+    #: says it as a word ("doing gymnastics in a gym").
+    version: ClassVar[str] = "5"
     #: Not thread-safe: its models load lazily on first use without a lock, an LLM writer's
     #: runtime (llama.cpp, one transformers model) and the Ultralytics detector serve one
     #: call at a time. Per-request settings do travel with each call (nothing shared is

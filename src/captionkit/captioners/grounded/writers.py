@@ -360,7 +360,9 @@ class TemplateWriter:
                 near = nearby(facts, label) if act in defaults_of(facts, label) else None
                 if near:
                     words.append(f"next to {near}")
-            if place and not (act and place.split()[-1] in act):
+            # A place the activity already says is not said twice; compared as a word, not a
+            # substring: "doing gymnastics" says nothing of the gym it happens in.
+            if place and not (act and place.split()[-1] in act.split()):
                 words.append(motion_place(act, place))
             variants.append(sentence(" ".join(words)))
         others = [p for p in facts.count_phrases() if not p.endswith(display_name(label))]
