@@ -37,11 +37,11 @@ def letterbox(image_rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
 def grid_decode(raw: np.ndarray, size: int) -> np.ndarray:
     """Decode (N, 4+1+C) head outputs to (cx, cy, w, h) in input pixels, in place of columns 0-3."""
     grids, strides = [], []
-    for stride in STRIDES:
-        n = size // stride
+    for step in STRIDES:
+        n = size // step
         ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
         grids.append(np.stack([xs, ys], axis=-1).reshape(-1, 2))
-        strides.append(np.full((n * n, 1), stride))
+        strides.append(np.full((n * n, 1), step))
     grid = np.concatenate(grids).astype(np.float32)
     stride = np.concatenate(strides).astype(np.float32)
     if grid.shape[0] != raw.shape[0]:

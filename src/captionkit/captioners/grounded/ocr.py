@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class OCRReader:
         self.max_spans = max_spans
         self.threads = threads
         self._lock = threading.Lock()
-        self._engine = None
+        self._engine: Any = None  # RapidOCR, built on first use
 
     def load(self) -> OCRReader:
         with self._lock:

@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +126,7 @@ class SceneClassifier:
         self.threads = threads
         self.top_k = top_k
         self._lock = threading.Lock()
-        self._interpreter = None
+        self._interpreter: Any = None  # the LiteRT interpreter, built on first use
 
     def load(self) -> SceneClassifier:
         with self._lock:

@@ -107,7 +107,7 @@ def describe_colour(obj: ObjectFact) -> str:
     return names[0] if names else ""
 
 
-def _pooled(facts: Facts, part: int) -> list[tuple[str, str | None]]:
+def _pooled(facts: Facts, part: int) -> list[tuple[str | None, str | None]]:
     """Cue values (activity or place) whose classifier labels together reach CUE_MIN.
 
     ImageNet spreads one kind of scene over sibling labels ("swimming trunks", "maillot",
@@ -116,7 +116,7 @@ def _pooled(facts: Facts, part: int) -> list[tuple[str, str | None]]:
     """
     if facts.scene is None:
         return []
-    mass: dict[tuple[str, str | None], float] = {}
+    mass: dict[tuple[str | None, str | None], float] = {}
     for lb, p in facts.scene.labels:
         cue = CUES.get(lb)
         if cue and cue[part]:
@@ -132,11 +132,13 @@ def cues(facts: Facts) -> list[tuple[str | None, str | None, str | None]]:
     Facts that passed the precision stage carry their accepted cues (and the one place a
     caption may state, see :func:`place_word`); older facts are read as before.
     """
+    found: list[tuple[str | None, str | None, str | None]]
     if facts.precision is not None:
-        return [(c.subject, c.value, None) for c in facts.cues]
-    acts = [(who, act, None) for act, who in _pooled(facts, 1)]
-    places = [(None, None, place) for place, _ in _pooled(facts, 2)]
-    return acts + places
+        found = [(c.subject, c.value, None) for c in facts.cues]
+        return found
+    found = [(who, act, None) for act, who in _pooled(facts, 1)]
+    found += [(None, None, place) for place, _ in _pooled(facts, 2)]
+    return found
 
 
 def place_word(facts: Facts) -> str | None:
@@ -350,7 +352,8 @@ class TemplateWriter:
         acts = activities(facts, label)
         plural = facts.counts[label] > 1
         variants = []
-        for act in acts or [None]:
+        choices: list[str | None] = [*acts] or [None]  # None: no activity
+        for act in choices:
             extra = companion(facts, label, act)
             subj = f"{subject} and {extra}" if extra else subject
             verb = "are" if plural or extra else "is"
