@@ -116,7 +116,7 @@ def scan(path: str | Path, options: CleanOptions | None = None) -> CleanReport:
         raise InputError(f"'{path}' does not exist")
     captions, source = _load_captions(root)
     folder = root if root.is_dir() else root.parent
-    files = [s.path for s in walk_folder(folder, exclude=(f"{QUARANTINE}/*",))]
+    files = [s.path for s in walk_folder(folder, exclude=(f"{QUARANTINE}/*",)) if s.path]
     report = CleanReport(root=folder, images=len(files), caption_source=source)
     imagehash = require("imagehash", "train", "near-duplicate detection")
     import numpy as np

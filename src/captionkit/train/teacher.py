@@ -7,9 +7,10 @@ from typing import Any
 from captionkit.errors import require
 
 _tf = require("transformers", "train", "training captioners")
+_Seq2SeqTrainer: Any = _tf.Seq2SeqTrainer  # a runtime import: typed Any for the checker
 
 
-class CaptionTrainer(_tf.Seq2SeqTrainer):
+class CaptionTrainer(_Seq2SeqTrainer):
     """Seq2SeqTrainer whose losses are computed here, not by the model.
 
     VisionEncoderDecoder's ``forward(**kwargs)`` makes the Trainer believe the model
