@@ -149,3 +149,31 @@ def test_template_without_system_role_gets_it_folded_into_the_user_turn(
     conv = [ChatMessage("system", "Be brief."), ChatMessage("user", "a dog")]
     prompt = strict_llm.render_chat(conv)
     assert prompt == "<|im_start|>user\nBe brief.\n\na dog<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_an_adapter_on_the_wrong_base_is_one_line(tiny_llm_dir, tmp_path):
+    """An adapter folder whose base does not fit it fails as a ModelLoadError, not a traceback."""
+    pytest.importorskip("peft")
+    import peft
+    import transformers
+
+    from captionkit.errors import ModelLoadError
+
+    base = transformers.AutoModelForCausalLM.from_pretrained(tiny_llm_dir)
+    peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(
+        tmp_path
+    )
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    shutil.copytree(tiny_llm_dir, tmp_path / "other")
+    cfg = json.loads((tmp_path / "other" / "config.json").read_text())
+    cfg["hidden_size"], cfg["intermediate_size"] = 32, 64  # a different base shape
+    (tmp_path / "other" / "config.json").write_text(json.dumps(cfg))
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**{
+        k: v for k, v in cfg.items() if k in ("vocab_size", "hidden_size", "intermediate_size",
+        "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
+    })).save_pretrained(tmp_path / "other")  # fmt: skip
+    config["base_model_name_or_path"] = str(tmp_path / "other")
+    (tmp_path / "adapter_config.json").write_text(json.dumps(config))
+    transformers.AutoTokenizer.from_pretrained(tiny_llm_dir).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="cannot apply the adapter"):
+        load_llm(f"hf:{tmp_path}")

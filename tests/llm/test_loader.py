@@ -239,3 +239,34 @@ def test_runtime_options_are_pydantic_models_with_one_line_errors(tmp_path):
         with pytest.raises(ConfigError) as err:
             load_llm(f"hf:{tmp_path}/not-read-yet", **bad)
         assert next(iter(bad)) in str(err.value) and "\n" not in str(err.value)
+
+
+# -- base checkpoints for training and adapter folders (issue #16) ---------------------------
+
+
+def test_resolve_checkpoint_names_local_weights(monkeypatch, tmp_path):
+    from captionkit.llm import gguf
+
+    converted: list[str] = []
+    monkeypatch.setattr(gguf, "convert_gguf", lambda p: converted.append(str(p)) or tmp_path)
+    monkeypatch.setattr(loader, "smollm2_path", lambda: tmp_path / "s.gguf")
+    assert loader.resolve_checkpoint("hf:org/name") == "org/name"
+    assert loader.resolve_checkpoint("/some/folder") == "/some/folder"
+    assert loader.resolve_checkpoint("smollm2") == str(tmp_path)
+    assert loader.resolve_checkpoint("gguf:/m/x.gguf") == str(tmp_path)
+    assert converted == [str(tmp_path / "s.gguf"), "/m/x.gguf"]
+    with pytest.raises(ConfigError, match="served over HTTP"):
+        loader.resolve_checkpoint("openai:gpt-4o-mini")
+
+
+def test_adapter_base_prefers_the_manifest_spec(tmp_path):
+    import json
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/gone"}))
+    assert loader.adapter_base(tmp_path) == "/gone"
+    (tmp_path / loader.ADAPTER_MANIFEST).write_text(json.dumps({"base": "hf:/moved/base"}))
+    assert loader.adapter_base(tmp_path) == "/moved/base"
+    (tmp_path / loader.ADAPTER_MANIFEST).unlink()
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="names no base model"):
+        loader.adapter_base(tmp_path)

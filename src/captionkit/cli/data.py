@@ -1,4 +1,4 @@
-"""``captionkit data``: prepare captioning datasets (``clean``)."""
+"""``captionkit data``: prepare captioning datasets (``clean``, writer ``pairs``)."""
 
 from __future__ import annotations
 
@@ -69,3 +69,41 @@ def clean(
         typer.echo(f"applied: {n_out} images moved to {qdir}; cleaned captions written")
     else:
         typer.echo("dry run: nothing changed (add --apply to move them aside)")
+
+
+# fmt: off
+@app.command("pairs")
+def pairs(
+    dataset: str = typer.Argument(..., help="Images with references: references.json, COCO/Flickr/Karpathy files, sidecars folder, hf:NAME."),
+    input_: str = typer.Option("facts", "--input", help="facts (grounded facts -> references; for --writer) | description (describer -> teacher; for --rewrite)."),
+    output: str = typer.Option(..., "--output", "-o", help="JSONL file to write."),
+    model: str = typer.Option(None, "--model", help="--input description: the describer backend (any caption --model)."),
+    teacher: str = typer.Option(None, "--teacher", help="--input description: text model writing the targets (default: the references)."),
+    teacher_prompt: str = typer.Option(None, "--teacher-prompt", help="The teacher's instruction (recorded in each pair)."),
+    style: str = typer.Option("short", "--style", help="Caption style the pairs teach."),
+    eval_share: float = typer.Option(0.1, "--eval-share", help="Share of images held out (split by image)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the image split."),
+    min_words: int = typer.Option(3, "--min-words"),
+    max_words: int = typer.Option(40, "--max-words"),
+    few_shot: bool = typer.Option(True, "--few-shot/--no-few-shot", help="facts: include the writer's few-shot turns (as -o few_shot does at caption time)."),
+    split: str = typer.Option(None, "--split", help="Dataset split to read (Karpathy/Flickr files)."),
+    limit: int = typer.Option(None, "--limit", help="First N images only."),
+    preview: int = typer.Option(3, "--preview", help="Pairs to print."),
+) -> None:
+    """Build writer training pairs (instruction / input / output + chat messages) as JSONL."""
+    from captionkit.cli.prechecks import check_output_file
+    from captionkit.train import pairs as pairing
+
+    check_output_file(output, "--output")
+    opts = pairing.PairOptions(
+        input=input_, model=model, teacher=teacher, teacher_prompt=teacher_prompt,  # type: ignore[arg-type]
+        style=style, eval_share=eval_share, seed=seed, min_words=min_words,
+        max_words=max_words, few_shot=few_shot, limit=limit, split=split,
+    )
+    records = pairing.build_pairs(dataset, opts, echo=lambda m: typer.echo(m, err=True))
+    for r in records[:preview]:
+        typer.echo(f"[{r['split']}] {r['image']}\n  input:  {r['input'][:300]}\n  output: {r['output']}")
+    path = pairing.write_jsonl(records, output)
+    typer.echo(f"wrote {len(records)} pairs to {path}")
+    typer.echo(f"train with: captionkit train writer --base smollm2 --data {path} --output DIR")
+# fmt: on

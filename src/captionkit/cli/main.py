@@ -31,13 +31,13 @@ COMMANDS = [
     ("styles", "captionkit.cli.info", "styles", None),
     ("facts", "captionkit.cli.facts", "command", None),
     ("eval", "captionkit.cli.eval", "command", None),
-    ("train", "captionkit.cli.train", "command", None),
     ("serve", "captionkit.cli.serve", "command", None),
 ]
 #: Commands built by a click command class of their own: ``caption`` also takes every
 #: backend flag generated from the backends' Options (see ``cli.backend_flags``).
 CLASSES = {"caption": ("captionkit.cli.backend_flags", "BackendFlagsCommand")}
 GROUPS = [
+    ("train", "captionkit.cli.train", "app"),
     ("results", "captionkit.cli.results", "app"),
     ("data", "captionkit.cli.data", "app"),
 ]

@@ -126,17 +126,49 @@ class HFCausalLLM(TextLLM):
         kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
         if local_files_only is not None:
             kwargs["local_files_only"] = local_files_only
+        # A LoRA adapter folder (``captionkit train writer``) loads on its base, merged.
+        adapter = local.is_dir() and (local / "adapter_config.json").is_file()
+        base = name
+        if adapter:
+            from captionkit.llm.loader import adapter_base
+
+            base = adapter_base(local)
         try:
             with quiet_progress(transformers):
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(name, **kwargs)
                 self.model = transformers.AutoModelForCausalLM.from_pretrained(
-                    name, dtype=resolve_dtype(dtype, self.device, extra="llm"), **kwargs
+                    base, dtype=resolve_dtype(dtype, self.device, extra="llm"), **kwargs
                 )
         except (OSError, ValueError, KeyError) as exc:  # missing files, no network, bad config
-            raise _load_error(name, exc) from None
+            raise _load_error(base, exc) from None
+        #: ``captionkit-adapter.json`` of an adapter folder: its base and the prompt layout
+        #: it was trained on (``prompt.few_shot``), for writers that adapt to it.
+        self.adapter_manifest: dict[str, Any] | None = None
+        if adapter:
+            self.model = load_adapter(self.model, local)
+            from captionkit.llm.loader import ADAPTER_MANIFEST
+
+            manifest = local / ADAPTER_MANIFEST
+            if manifest.is_file():
+                import json
+
+                self.adapter_manifest = json.loads(manifest.read_text(encoding="utf-8"))
         self.model.to(self.device).eval()
         self._torch = torch
         self._prepare_tokenizer()
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, device: str, label: str) -> HFCausalLLM:
+        """Wrap a model already in memory (a training run's evaluation generates through the
+        very code ``--writer``/``--rewrite`` use). The tokenizer's padding side is changed."""
+        import torch
+
+        self = cls.__new__(cls)
+        self.label, self.device, self.batch_size, self.max_input_tokens = label, device, 8, None
+        self.tokenizer, self.model, self._torch = tokenizer, model, torch
+        self.adapter_manifest = None
+        self._prepare_tokenizer()
+        return self
 
     def _prepare_tokenizer(self) -> None:
         tok = self.tokenizer
@@ -281,6 +313,31 @@ class HFCausalLLM(TextLLM):
         self.model = None
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
+
+
+def load_adapter(model: Any, folder: Path) -> Any:
+    """``model`` with the LoRA adapter in ``folder`` applied and merged (plain inference speed)."""
+    peft = require("peft", "train", "LoRA adapter folders")
+    try:
+        return peft.PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # wrong base, broken files
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelLoadError(
+            f"cannot apply the adapter in '{folder}' to its base ({reason})"
+        ) from None
+
+
+def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, bool]:
+    """The prompt text ``messages`` become and whether the tokenizer should add its special
+    tokens, exactly as :meth:`HFCausalLLM.chat` renders them (training uses this, so a
+    trained writer sees at training time the prompt it will see at caption time)."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=False
+        )
+        return text, False
+    lines = [f"{_PLAIN_ROLES.get(m['role'], m['role'].title())}: {m['content']}" for m in messages]
+    return "\n".join([*lines, "Assistant:"]), True
 
 
 def _fold_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -165,3 +165,51 @@ def load_llm(spec: str = DEFAULT_LLM, **options: Any) -> TextLLM:
         options = validate_options(factory, options, f"text model '{kind}:'")
     llm: TextLLM = factory(target, **options)
     return llm
+
+
+#: Written by ``captionkit train writer`` beside a LoRA adapter: names the base it was trained on.
+ADAPTER_MANIFEST = "captionkit-adapter.json"
+
+
+def resolve_checkpoint(spec: str) -> str:
+    """A transformers-loadable folder or Hub id for a *local-weights* text-model spec.
+
+    ``smollm2`` and ``gguf:PATH`` become their converted checkpoint in the user cache (one
+    conversion, then cached), ``hf:X`` and a bare id or folder become ``X``: so training and
+    adapter loading can name a base the way ``--writer`` does.
+    """
+    text = (spec or "").strip()
+    if text.lower() == DEFAULT_LLM:
+        from captionkit.llm.gguf import convert_gguf
+
+        return str(convert_gguf(smollm2_path()))
+    kind, sep, target = text.partition(":")
+    if sep and kind.lower() == "gguf":
+        from captionkit.llm.gguf import convert_gguf
+
+        return str(convert_gguf(Path(target).expanduser()))
+    if sep and kind.lower() == "hf":
+        return target.strip()
+    if sep and kind.lower() in LLMS.names() and len(kind) > 1:
+        raise ConfigError(
+            f"'{spec}' is served over HTTP; a base model to train needs local weights"
+        )
+    return text
+
+
+def adapter_base(folder: Path) -> str:
+    """The base checkpoint a LoRA adapter folder was trained on: the manifest's spec when
+    ``captionkit train writer`` wrote one (re-resolved, so a moved cache still works), else
+    peft's ``base_model_name_or_path``."""
+    import json
+
+    manifest = folder / ADAPTER_MANIFEST
+    if manifest.is_file():
+        base = json.loads(manifest.read_text(encoding="utf-8")).get("base")
+        if base:
+            return resolve_checkpoint(base)
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"adapter folder '{folder}' names no base model")
+    return str(base)
