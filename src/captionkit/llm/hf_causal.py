@@ -39,6 +39,7 @@ def quiet_progress(transformers: Any) -> Iterator[None]:
     hf_logging = transformers.utils.logging
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
+    gguf_utils: Any
     try:
         gguf_utils = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
     except ImportError:

@@ -122,7 +122,7 @@ def check_options(cls: type, options: dict[str, Any], what: str, fixed: Iterable
     A typo (``temprature=``) must fail loudly rather than be dropped; this is the
     ``extra="forbid"`` rule of backend options, applied to constructor keywords.
     """
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters  # the constructor's, without self
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     allowed = {

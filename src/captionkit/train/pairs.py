@@ -199,7 +199,7 @@ def teacher_outputs(prompts_: list[dict[str, Any]], options: PairOptions) -> lis
     from captionkit.types import Decoding
 
     llm = load_llm(str(options.teacher))
-    convs = []
+    convs: list[list[Any] | None] = []
     for p in prompts_:
         if not p:
             convs.append(None)

@@ -91,7 +91,9 @@ def load_vision(spec: str) -> tuple[Any, Any]:
     """A vision tower and its image processor from any HF vision checkpoint: a plain vision
     model (ViT, DeiT, Swin...), a CLIP/SigLIP checkpoint (its vision half), or a
     ``captionkit train`` encoder-decoder run (its encoder)."""
-    import transformers
+    import transformers as _transformers
+
+    transformers: Any = _transformers  # stubs lag the classes used here
 
     path = _hf_target(spec)
     try:
@@ -113,7 +115,9 @@ def join(config: VLMConfig) -> tuple[Any, Any]:
     """A new LLaVA model (vision tower + fresh projector + LM, weights copied in) and its
     processor, with ``<image>`` added to the tokenizer and a chat template that places it."""
     import torch
-    import transformers
+    import transformers as _transformers
+
+    transformers: Any = _transformers  # stubs lag the classes used here
 
     vision, image_processor = load_vision(str(config.vision))
     lm_path = _hf_target(str(config.llm))
@@ -170,7 +174,9 @@ def join(config: VLMConfig) -> tuple[Any, Any]:
 
 
 def load_llava(path: str) -> tuple[Any, Any]:
-    import transformers
+    import transformers as _transformers
+
+    transformers: Any = _transformers  # stubs lag the classes used here
 
     try:
         model = transformers.LlavaForConditionalGeneration.from_pretrained(path)

@@ -150,7 +150,7 @@ def load_base(config: WriterConfig, device: str) -> tuple[Any, Any, str]:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     if not config.qlora:
-        model.to(device)
+        model = model.to(device)  # type: ignore[arg-type]  # transformers' stub: a device is fine
     return tok, model, path
 
 
