@@ -67,8 +67,9 @@ def _is_complete(directory: Path) -> bool:
     return (directory / MARKER).is_file()
 
 
-def _sweep_stale_tmp(root: Path) -> None:
-    """Remove temp dirs left by a conversion that was killed a day or more ago."""
+def sweep_stale_tmp(root: Path) -> None:
+    """Remove temp dirs (``.tmp-*``) left by a conversion killed a day or more ago; shared by
+    every converted-checkpoint cache (SmolLM2 here, Florence-2 in ``hf_arch``)."""
     now = time.time()
     for tmp in root.glob(".tmp-*"):
         try:
@@ -95,7 +96,7 @@ def convert_gguf(path: str | Path, cache_root: Path | None = None) -> Path:
     transformers = require("transformers", "llm", "reading GGUF files")
     torch = require("torch", "llm", "reading GGUF files")
     target.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_stale_tmp(target.parent)
+    sweep_stale_tmp(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
         parent, name = str(gguf_path.parent), gguf_path.name

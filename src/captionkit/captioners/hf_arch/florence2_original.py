@@ -33,7 +33,6 @@ CONVERTER_VERSION = 1
 #: Written last into a converted folder; a folder without it is never trusted.
 MARKER = "captionkit-florence2.json"
 IMAGE_TOKEN = "<image>"
-_STALE_TMP_SECONDS = 24 * 3600
 
 #: The tokens the original ``processing_florence2.py`` adds to the BART tokenizer at start-up,
 #: in its order: their ids (50265...51288) are rows of the checkpoint's embedding matrix, so the
@@ -473,7 +472,9 @@ def convert(
     if _is_current(target, fingerprint):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_stale_tmp(target.parent)
+    from captionkit.llm.gguf import sweep_stale_tmp
+
+    sweep_stale_tmp(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
         try:
@@ -509,17 +510,6 @@ def _swap_in(tmp: Path, target: Path, fingerprint: str) -> None:
     except OSError:
         if not _is_current(target, fingerprint):
             raise
-
-
-def _sweep_stale_tmp(root: Path) -> None:
-    """Remove temp dirs left by a conversion killed a day or more ago."""
-    now = time.time()
-    for tmp in root.glob(".tmp-*"):
-        try:
-            if now - tmp.stat().st_mtime > _STALE_TMP_SECONDS:
-                shutil.rmtree(tmp, ignore_errors=True)
-        except OSError:
-            pass
 
 
 def load(
