@@ -188,20 +188,10 @@ def inspect_checkpoint(
 def _repo_file(ckpt: Checkpoint, name: str) -> str | None:
     """A file of the checkpoint's folder or hub snapshot, if it is there (never downloads
     more than the hub client would for from_pretrained; None when absent or unreachable)."""
-    local = Path(ckpt.path)
-    if local.is_dir():
-        return str(local / name) if (local / name).is_file() else None
-    try:
-        from transformers.utils import cached_file
+    from captionkit.captioners.hf_arch import repo_file
 
-        return cached_file(
-            ckpt.path,
-            name,
-            _raise_exceptions_for_missing_entries=False,
-            _raise_exceptions_for_connection_errors=False,
-        )
-    except Exception:
-        return None
+    found = repo_file(ckpt.path, name)
+    return str(found) if found else None
 
 
 def _declared_processor(ckpt: Checkpoint) -> str:

@@ -34,33 +34,41 @@ from typing import Any
 MODULES = ("florence2_original", "phi3v")
 
 
+def repo_file(model_id: str, name: str, revision: str | None = None) -> Path | None:
+    """One file of a checkpoint: from its local folder, or the hub cache/download.
+
+    None when it is absent or cannot be had (no network, not cached): every caller has a
+    better error to give than the hub's, or treats a missing optional file as "not there".
+    """
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        return local / name if (local / name).is_file() else None
+    try:
+        from transformers.utils import cached_file
+
+        found = cached_file(
+            model_id,
+            name,
+            revision=revision,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+    except Exception:  # any hub failure: the caller reports it properly
+        return None
+    return Path(found) if found else None
+
+
 def read_raw_config(model_id: str, revision: str | None = None) -> dict[str, Any] | None:
     """``config.json`` as a plain dict, from a local folder or the hub cache/download.
 
-    None when it cannot be had: the caller then goes through ``AutoConfig``, whose failure
-    carries the real reason (wrong id, no network, not a model folder).
+    None when it cannot be had: the caller then says why (wrong id, no network, not a model
+    folder).
     """
-    local = Path(model_id).expanduser()
-    path: str | None
-    if local.is_dir():
-        path = str(local / "config.json") if (local / "config.json").is_file() else None
-    else:
-        try:
-            from transformers.utils import cached_file
-
-            path = cached_file(
-                model_id,
-                "config.json",
-                revision=revision,
-                _raise_exceptions_for_missing_entries=False,
-                _raise_exceptions_for_connection_errors=False,
-            )
-        except Exception:  # any hub failure: AutoConfig will report it properly
-            path = None
-    if not path:
+    path = repo_file(model_id, "config.json", revision)
+    if path is None:
         return None
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -197,27 +197,10 @@ def _split_text_config(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 # -- source files ------------------------------------------------------------------------------
 def _source_files(model_id: str, revision: str | None) -> tuple[Path, dict[str, Path]]:
     """The repo's folder and the files the conversion reads (weights, config, tokenizer...)."""
-    local = Path(model_id).expanduser()
-    if local.is_dir():
+    from captionkit.captioners.hf_arch import repo_file
 
-        def fetch(name: str) -> Path | None:
-            return local / name if (local / name).is_file() else None
-
-    else:
-        from transformers.utils import cached_file
-
-        def fetch(name: str) -> Path | None:
-            try:
-                path = cached_file(
-                    model_id,
-                    name,
-                    revision=revision,
-                    _raise_exceptions_for_missing_entries=False,
-                    _raise_exceptions_for_connection_errors=False,
-                )
-            except Exception:  # hub/network trouble: treated as "not there"
-                path = None
-            return Path(path) if path else None
+    def fetch(name: str) -> Path | None:
+        return repo_file(model_id, name, revision)
 
     files: dict[str, Path] = {}
     for name in ("config.json", "preprocessor_config.json", "generation_config.json",

@@ -156,26 +156,11 @@ def _text_config(config: dict[str, Any], spec: dict[str, Any]) -> Any:
 
 def _read_json(model_id: str, name: str, revision: str | None) -> dict[str, Any]:
     """A small JSON file of the repo ({} when absent)."""
-    local = Path(model_id).expanduser()
-    if local.is_dir():
-        path: Any = local / name
-        if not path.is_file():
-            return {}
-    else:
-        from transformers.utils import cached_file
+    from captionkit.captioners.hf_arch import repo_file
 
-        try:
-            path = cached_file(
-                model_id,
-                name,
-                revision=revision,
-                _raise_exceptions_for_missing_entries=False,
-                _raise_exceptions_for_connection_errors=False,
-            )
-        except Exception:  # a hub failure: the weights' download reports it properly
-            path = None
-        if not path:
-            return {}
+    path = repo_file(model_id, name, revision)
+    if path is None:
+        return {}
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
