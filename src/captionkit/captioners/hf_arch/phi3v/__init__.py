@@ -82,8 +82,9 @@ def _transformers_warnings() -> Iterator[None]:
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:limit]
+    from captionkit.captioners.hf_errors import first_line
+
+    return first_line(exc, limit)
 
 
 def vision_spec(model_id: str, config: dict[str, Any]) -> dict[str, Any]:
