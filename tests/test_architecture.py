@@ -26,6 +26,9 @@ FLOORS = {
     "styles": 2,
     "eval": 2,
     "providers": 2,
+    "tags": 2,  # tag rules: the same for taggers, grounded facts and VLM tag lists
+    # 3: prompt templates ({name}, {tags}, {caption}, {column:NAME})
+    "prompts": 3,
     # 3: text LLM runtimes
     "llm": 3,
     # 4: backends behind one interface
@@ -39,6 +42,7 @@ FLOORS = {
     "api": 7,
     "serve": 7,
     "cluster": 7,
+    "multistage": 7,  # stages files: several runs chained, each resumable
     # 8: the command line, which starts every other face (captionkit serve, --ray)
     "cli": 8,
 }
