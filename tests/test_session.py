@@ -267,3 +267,79 @@ def test_error_report(exc, line, code, status):
 
 def test_bugs_get_no_report():
     assert error_report(RuntimeError("a bug")) is None
+
+
+# -- issue #20: prompt templates, tag rules, caption layouts in run assembly --------------------
+
+
+def test_tag_rules_from_config_table_then_flags(tmp_path):
+    from captionkit.tags import TagRules
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        'trigger_word = "sks"\n[tags]\nexclude = "watermark, *_background"\nmax_tags = 5\n'
+        'replace = {"1girl" = "woman"}\n',
+        encoding="utf-8",
+    )
+    with registered():
+        run = build_run(["x"], config=cfg, model=NAME)
+        assert run.tags == TagRules(
+            exclude=("watermark", "*_background"),
+            max_tags=5,
+            replace=(("1girl", "woman"),),
+            trigger_word="sks",
+        )
+        run = build_run(
+            ["x"], config=cfg, model=NAME, max_tags=2, exclude_tags=["a,b", "c"],
+            replace_tags=["x=y"], tag_sort="alpha", keep_tokens=1, keep_underscores=True,
+        )  # fmt: skip
+        assert run.tags.max_tags == 2 and run.tags.exclude == ("a", "b", "c")
+        assert run.tags.replace == (("x", "y"),) and run.tags.sort == "alpha"
+        assert run.tags.keep_tokens == 1 and not run.tags.underscores_to_spaces
+        assert build_run(["x"], model=NAME).tags is None  # nothing set: no rules
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"replace_tags": ["nothing"]}, "--replace-tags .nothing.: write OLD=NEW"),
+        ({"tag_sort": "random"}, "tag rules: sort"),
+        ({"max_tags": 0}, "tag rules: max_tags"),
+    ],
+)
+def test_tag_rule_mistakes_are_one_line(given, message):
+    with registered(), pytest.raises(ConfigError, match=message) as err:
+        build_run(["x"], model=NAME, **given)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_key_in_the_tags_table_is_one_line(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[tags]\nexclud = ['a']\n", encoding="utf-8")
+    with registered(), pytest.raises(ConfigError, match="tag rules: exclud"):
+        build_run(["x"], config=cfg, model=NAME)
+
+
+def test_captions_layout_from_config_and_flag(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('captions_layout = "numbered"\n', encoding="utf-8")
+    write_image(tmp_path / "a.png")
+    with registered():
+        run = build_run([str(tmp_path)], config=cfg, model=NAME, num_captions=3)
+        (sink,) = session.make_sinks(run)
+        assert isinstance(sink, SidecarSink) and (sink.layout, sink.count) == ("numbered", 3)
+        assert session.run_options(run).finish_candidates
+        run = build_run([str(tmp_path)], config=cfg, model=NAME, captions_layout="lines")
+        assert run.sinks.layout == "lines"
+        with pytest.raises(ConfigError, match=r"captions_layout.*--captions-layout"):
+            build_run([str(tmp_path)], model=NAME, captions_layout="files")
+
+
+def test_prompt_templates_in_the_run(tmp_path):
+    with registered():
+        static = build_run(["x"], model=NAME, prompt="Describe it {{briefly}}.")
+        assert static.prompts is None and static.request.prompt == "Describe it {briefly}."
+        dynamic = build_run(["x"], model=NAME, prompt="Describe {name}.")
+        assert dynamic.prompts is not None and dynamic.request.prompt == "Describe {name}."
+        assert session.run_options(dynamic).render is not None
+        assert session.run_options(static).render is None

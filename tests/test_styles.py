@@ -14,7 +14,7 @@ LONG = (
 
 
 def test_every_style_is_complete():
-    assert set(STYLES) == {"short", "detailed", "alt-text", "social", "training"}
+    assert set(STYLES) == {"short", "detailed", "alt-text", "social", "training", "tags"}
     for name, style in STYLES.items():
         assert style.name == name
         assert style.instruction.endswith(".") and len(style.instruction) > 40
@@ -27,7 +27,7 @@ def test_unknown_style_lists_the_choices():
     with pytest.raises(ConfigError) as info:
         get_style("poem")
     assert str(info.value) == (
-        "unknown style 'poem'; choose one of: short, detailed, alt-text, social, training"
+        "unknown style 'poem'; choose one of: short, detailed, alt-text, social, training, tags"
     )
     with pytest.raises(ConfigError):
         finish("x", "poem")
@@ -143,3 +143,24 @@ def test_social_hashtags_deduplicated_capped_and_last():
     raw = "A skier #snow flies #Snow downhill. #snow #ski #winter #alps #mountains #fun #snow"
     assert finish(raw, "social") == "A skier flies downhill. #snow #ski #winter #alps #mountains"
     assert finish("No tags at all.", "social") == "No tags at all."
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1girl, red_dress, Smiling", "1girl, red_dress, Smiling"),  # case and _ kept: rules' job
+        ("Tags: cat, dog", "cat, dog"),
+        ("Sure! Here are the tags: cat, dog.", "cat, dog"),
+        ("- cat\n- dog\n- green grass", "cat, dog, green grass"),
+        ("1. cat\n2) dog", "cat, dog"),
+        ("cat,, dog ,  ", "cat, dog"),
+        ("rating:general, cat", "rating:general, cat"),
+    ],
+)
+def test_tags_style_keeps_a_comma_separated_list(raw, expected):
+    assert finish(raw, "tags") == expected
+
+
+def test_tags_style_asks_for_tags():
+    style = get_style("tags")
+    assert "comma-separated tags" in style.instruction and style.max_chars is None

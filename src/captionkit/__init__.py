@@ -17,11 +17,13 @@ __all__ = [
     "Decoding",
     "__version__",
     "caption",
+    "caption_stages",
     "load_captioner",
 ]
 
 if TYPE_CHECKING:
     from captionkit.api import caption, load_captioner
+    from captionkit.multistage import caption_stages
     from captionkit.types import Candidate, CaptionRequest, CaptionResult, Decoding
 
 
@@ -30,6 +32,10 @@ def __getattr__(name: str) -> Any:
         from captionkit import api
 
         return getattr(api, name)
+    if name == "caption_stages":
+        from captionkit import multistage
+
+        return multistage.caption_stages
     if name in ("CaptionRequest", "CaptionResult", "Candidate", "Decoding"):
         from captionkit import types
 

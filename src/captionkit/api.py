@@ -20,6 +20,8 @@ from captionkit.types import CaptionResult, Decoding
 if TYPE_CHECKING:
     from PIL.Image import Image
 
+    from captionkit.tags import TagRules
+
 __all__ = ["caption", "load_captioner", "open_store"]
 
 _DEFAULT: Any = object()
@@ -72,6 +74,7 @@ def caption(
     *,
     style: str | None = None,
     prompt: str | None = None,
+    prompt_file: str | Path | None = None,
     num_captions: int = 1,
     decoding: Decoding | None = None,
     batch_size: int | None = None,
@@ -81,6 +84,7 @@ def caption(
     prefix: str | None = None,
     suffix: str | None = None,
     trigger_word: str | None = None,
+    tags: TagRules | dict[str, Any] | None = None,
     config: str | Path | None = None,
     **options: Any,
 ) -> list[CaptionResult]:
@@ -91,6 +95,12 @@ def caption(
     backend options on top of the file's ``[backends.NAME]`` table. A failed image has
     ``result.error`` set instead of raising, so one bad file never costs the others. Pass a
     loaded :class:`Captioner` as ``model`` to reuse it across calls (it is left open).
+
+    ``prompt`` (or ``prompt_file``: one prompt, or a JSON list with weights) may use
+    ``{name}``, ``{directory}`` and ``{column:NAME}``; ``tags`` (a
+    :class:`captionkit.tags.TagRules` or its fields as a dict) are the tag rules for tag
+    captions. Several stages (describe -> shorten -> tag) are
+    :func:`captionkit.multistage.caption_stages`.
     """
     from captionkit.engine.progress import make_progress
 
@@ -102,6 +112,7 @@ def caption(
         model=None if loaded is not None else model,
         style=style,
         prompt=prompt,
+        prompt_file=prompt_file,
         num_captions=num_captions,
         decoding=decoding,
         batch_size=batch_size,
@@ -110,6 +121,7 @@ def caption(
         prefix=prefix,
         suffix=suffix,
         trigger_word=trigger_word,
+        tags=tags,
     )
     outcome = execute(
         run,

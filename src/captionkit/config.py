@@ -33,7 +33,7 @@ ENV_PREFIX = "CAPTIONKIT_"
 FLAGS = {
     name: f"--{name.replace('_', '-')}"
     for name in "model style batch_size workers device dtype store existing prefix suffix "
-    "trigger_word max_pixels max_file_mb timeout max_new_tokens".split()
+    "trigger_word max_pixels max_file_mb timeout max_new_tokens captions_layout".split()
 } | {"sidecar_extension": "--extension"}
 
 
@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     max_download_mb: float | None = Field(default=None, gt=0, exclude=True)
     timeout: float = Field(default=30.0, gt=0)
     max_new_tokens: int = Field(default=60, ge=1)
+    #: Several captions per image in sidecars: first, lines, numbered (``--captions-layout``).
+    captions_layout: Literal["first", "lines", "numbered"] = "first"
+    #: Tag rules (``[tags]`` table: exclude, replace, always_first, max_tags, separator,
+    #: sort, keep_tokens, underscores_to_spaces); the ``--*-tags`` flags go on top.
+    tags: dict[str, Any] = Field(default_factory=dict)
     backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @classmethod

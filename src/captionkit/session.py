@@ -12,6 +12,7 @@ Floor 6: imports the engine, the registry and the settings below it; never a fac
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from captionkit.config import Settings, load_settings
 from captionkit.errors import CaptionkitError, ConfigError, InputError
+from captionkit.inputs.video import VideoOptions, video_options
 from captionkit.types import CaptionRequest, Decoding
 
 if TYPE_CHECKING:
@@ -56,6 +58,8 @@ class InputSpec(_Part):
     image_column: str | None = None
     #: HF datasets: the split to caption.
     split: str | None = None
+    #: Video files: how they are sampled; None: videos are not inputs (``--no-videos``).
+    video: VideoOptions | None = None
 
     @property
     def streamed(self) -> bool:
@@ -63,7 +67,12 @@ class InputSpec(_Part):
         return any(i == "-" or i.startswith(("http://", "https://")) for i in self.items)
 
     def walk(self) -> dict[str, Any]:
-        return {"recursive": self.recursive, "include": self.include, "exclude": self.exclude}
+        return {
+            "recursive": self.recursive,
+            "include": self.include,
+            "exclude": self.exclude,
+            "video": self.video,
+        }
 
 
 class SinkSpec(_Part):
@@ -75,6 +84,7 @@ class SinkSpec(_Part):
     output_dir: str | None = None
     format: str | None = None  # txt, jsonl, csv (checked by build_run)
     output: str | None = None
+    layout: Literal["first", "lines", "numbered"] = "first"  # --captions-layout
 
     @property
     def sidecars(self) -> bool:
@@ -126,6 +136,11 @@ class RunSpec(_Part):
     rewrite: str | None = None
     rewrite_options: dict[str, Any] = Field(default_factory=dict)
     request: CaptionRequest = Field(default_factory=CaptionRequest)
+    #: Per-image prompts (``captionkit.prompts.PromptSet``: templates, a weighted choice);
+    #: None: every image gets ``request.prompt``.
+    prompts: Any = None
+    #: Tag rules (``captionkit.tags.TagRules``) for tag captions; None when none are set.
+    tags: Any = None
     sinks: SinkSpec = SinkSpec()
     store: str | None = None  # None: the user cache dir; "none": no store
     limits: Limits = Limits()
@@ -215,6 +230,8 @@ def build_run(
     from captionkit.captioners import registry
     from captionkit.engine.exports import EXPORT_FORMATS
     from captionkit.engine.sinks import FORMATS
+    from captionkit.prompts import resolve as resolve_prompts
+    from captionkit.prompts import tag_rules
     from captionkit.styles import get_style
 
     if "extension" in explicit:
@@ -227,14 +244,19 @@ def build_run(
         raise TypeError(f"build_run() got unknown settings: {', '.join(unknown)}")
     if captioner is not None:
         given_settings["model"] = captioner.name
+    if isinstance(given_settings.get("tags"), BaseModel):  # the API's TagRules
+        given_settings["tags"] = given_settings["tags"].model_dump(exclude_defaults=True)
     settings = load_settings(config, **given_settings)
     get_style(settings.style)
     num_captions = explicit.get("num_captions")
     if num_captions is not None and num_captions < 1:
         raise ConfigError("num_captions must be at least 1")
+    prompts = resolve_prompts(explicit.get("prompt"), explicit.get("prompt_file"))
+    if prompts is not None:
+        prompts.check_stage(stage=None)  # {caption}/{tags} need --stages
     request = CaptionRequest(
         style=settings.style,
-        prompt=explicit.get("prompt"),
+        prompt=prompts.request_prompt if prompts is not None else None,
         num_captions=num_captions or 1,
         decoding=_decoding(settings, explicit),
     )
@@ -259,6 +281,15 @@ def build_run(
                 exclude=tuple(explicit.get("exclude") or ()),
                 image_column=explicit.get("image_column"),
                 split=explicit.get("split"),
+                video=None
+                if cluster is not None  # Ray rows are files: videos are captioned locally
+                else video_options(
+                    explicit.get("video_every"),
+                    explicit.get("video_scenes"),
+                    explicit.get("video_max_frames"),
+                    explicit.get("video_mode"),
+                    enabled=explicit.get("videos"),
+                ),
             ),
             backend=settings.model,
             backend_name=name,
@@ -269,6 +300,8 @@ def build_run(
                 k: v for k, v in (explicit.get("rewrite_options") or {}).items() if v is not None
             },
             request=request,
+            prompts=prompts if prompts is not None and prompts.dynamic else None,
+            tags=tag_rules(settings.tags, explicit, trigger_word=settings.trigger_word),
             **_settings_parts(settings, explicit),
             config_file=_config_file(config),
             cluster=cluster,
@@ -289,6 +322,7 @@ def _settings_parts(settings: Settings, explicit: Mapping[str, Any]) -> dict[str
             output_dir=explicit.get("output_dir"),
             format=explicit.get("format"),
             output=explicit.get("output"),
+            layout=settings.captions_layout,
         ),
         "store": settings.store,
         "limits": Limits(
@@ -311,8 +345,11 @@ def _settings_parts(settings: Settings, explicit: Mapping[str, Any]) -> dict[str
 RUN_KEYS = frozenset(
     "prompt num_captions decoding num_beams do_sample temperature top_p top_k seed recursive "
     "include exclude sidecar output_dir format output force rewrite rewrite_options "
-    "ray actors gpus_per_actor ray_resources image_column split".split()
-)
+    "ray actors gpus_per_actor ray_resources image_column split prompt_file".split()
+) | frozenset(
+    "exclude_tags replace_tags always_first max_tags tag_separator tag_sort keep_tokens "
+    "keep_underscores".split()
+) | frozenset("videos video_every video_scenes video_max_frames video_mode".split())
 
 
 def _cluster(explicit: Mapping[str, Any]) -> ClusterSpec | None:
@@ -387,7 +424,10 @@ def check_inputs(run: RunSpec) -> None:
     skipped: Counter[str] = Counter()
     walk = run.inputs.walk()
     found = iter_sources(list(run.inputs.items), skipped=skipped, **walk)
-    if next(iter(found), None) is not None:
+    first = next(iter(found), None)
+    if first is not None:
+        if run.prompts is not None:  # {column:NAME}: the first input shows the columns
+            run.prompts.check_columns(list(first.meta), what=_plain(first.key))
         return
     where = ", ".join(_plain(i) for i in run.inputs.items)
     seen = skipped_text(skipped, every=True)
@@ -449,8 +489,14 @@ def make_sinks(run: RunSpec) -> list[Sink]:
                 output_dir=spec.output_dir,
                 existing=spec.existing,
                 roots=list(run.inputs.items),
+                layout=spec.layout,
+                count=run.request.num_captions,
             )
         )
+    if run.inputs.video is not None:
+        from captionkit.engine.video_sink import with_videos
+
+        sinks = with_videos(sinks)
     if spec.format in EXPORT_FORMATS:
         sinks.append(ExportSink(spec.format, spec.output))
     elif spec.format is not None:
@@ -516,13 +562,26 @@ def load(run: RunSpec) -> Captioner:
 
 
 def sources(
-    run: RunSpec, *, stdin: Iterable[str] | None = None, skipped: Counter[str] | None = None
+    run: RunSpec,
+    *,
+    stdin: Iterable[str] | None = None,
+    skipped: Counter[str] | None = None,
+    sinks: Sequence[Sink] | None = None,
 ) -> Iterator[Source]:
-    """The run's sources, lazily; ``skipped`` counts what the folder walk passed over."""
+    """The run's sources, lazily; ``skipped`` counts what the folder walk passed over.
+    ``sinks``: the run's sinks, so a video they all hold already is skipped undecoded."""
+    from captionkit.engine.video_sink import video_done
     from captionkit.inputs.sources import iter_sources
 
+    done = video_done(sinks) if sinks and run.inputs.video is not None else None
     return iter(
-        iter_sources(list(run.inputs.items), stdin=stdin, skipped=skipped, **run.inputs.walk())
+        iter_sources(
+            list(run.inputs.items),
+            stdin=stdin,
+            skipped=skipped,
+            video_done=done,
+            **run.inputs.walk(),
+        )
     )
 
 
@@ -582,6 +641,7 @@ def run_options(run: RunSpec, *, collect: bool = False) -> RunOptions:
     from captionkit.engine.stages import RunOptions
     from captionkit.inputs.decode import DecodeLimits
     from captionkit.inputs.fetch import FetchLimits
+    from captionkit.prompts import make_renderer
 
     limits = run.limits
     return RunOptions(
@@ -594,6 +654,9 @@ def run_options(run: RunSpec, *, collect: bool = False) -> RunOptions:
         suffix=run.decoration.suffix,
         trigger_word=run.decoration.trigger_word,
         collect=collect,
+        render=make_renderer(run.prompts) if run.prompts is not None else None,
+        tags=run.tags,
+        finish_candidates=run.sinks.layout != "first",
     )
 
 
@@ -615,6 +678,10 @@ def estimate(run: RunSpec, captioner: Captioner, items: Iterable[Source]) -> Est
     sizes: list[tuple[int, int]] = []
     uncounted = 0
     for source in items:
+        if source.image is not None:  # a video frame or an in-memory image: its size is known
+            with contextlib.suppress(Exception):  # a video that fails: not counted
+                sizes.append(source.image.size)
+                continue
         if source.path is None:
             uncounted += 1
             continue

@@ -72,8 +72,32 @@ STYLES: dict[str, Style] = {
             max_chars=300,
             florence_task="<DETAILED_CAPTION>",
         ),
+        Style(
+            "tags",
+            "List comma-separated tags for this image, most important first: the subjects, "
+            "their attributes and clothing, actions, the setting, colours, lighting and style. "
+            "Lowercase tags of one to three words; no sentences, no numbering, no preamble.",
+            "comma-separated tags (taggers, tag rules: --exclude-tags, --max-tags...)",
+            florence_task="<CAPTION>",
+        ),
     ]
 }
+
+#: A "Tags:" label or list markers a chat model puts around a tag list.
+_TAG_LABEL = re.compile(r"^[^\n,:]*\b(?:tags?|keywords?)\b[^\n,:]*:\s*", re.IGNORECASE)
+_TAG_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
+
+
+def finish_tags(text: str) -> str:
+    """A model's tag list as ``a, b, c``: one per line or comma-separated, list markers and a
+    ``Tags:`` label dropped, commas kept (tag rules split on them later), case kept."""
+    text = _TAG_LABEL.sub("", text.replace("\u200b", " ").strip())
+    items = []
+    for line in text.splitlines():
+        line = _TAG_MARKER.sub("", line)
+        items += [" ".join(t.split()).strip("\"'.") for t in line.split(",")]
+    return ", ".join(t for t in items if t)
+
 
 _PREAMBLE = re.compile(
     r"^(?:(?:sure|certainly|of course)[,!.]\s+|"
@@ -126,6 +150,8 @@ def tidy_hashtags(text: str, max_tags: int = 5) -> str:
 def finish(text: str, style: str) -> str:
     """Clean a model's raw output for ``style``: preamble, quotes, spacing, length."""
     spec = get_style(style)
+    if style == "tags":
+        return finish_tags(text)
     text = " ".join(text.replace("\u200b", " ").split())
     for _ in range(2):  # "Sure! Here is a caption: ..." has two
         text = _PREAMBLE.sub("", text, count=1)

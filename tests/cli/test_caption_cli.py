@@ -273,3 +273,107 @@ def test_dry_run_estimates_without_captioning(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("3 images: ~") and "cost ~" in result.stdout
     assert not list(tmp_path.glob("*.txt"))  # nothing captioned, nothing written
+
+
+# -- issue #20: tag-rule flags and caption layouts (fake backends, in-process) -------------------
+
+
+def fake_image(path, colour="red"):
+    from helpers.fakes import write_image as write
+
+    return write(path, colour)
+
+
+def _cli(capsys, *args: str) -> tuple[int, str]:
+    from captionkit.cli.main import run
+
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", ["captionkit", *args])
+        with pytest.raises(SystemExit) as exc:
+            run()
+    return exc.value.code, capsys.readouterr().err  # type: ignore[return-value]
+
+
+def _tagging_fake():
+    from typing import ClassVar
+
+    from captionkit.types import Candidate, CaptionOutput
+    from helpers.fakes import FakeCaptioner
+
+    class Tagging(FakeCaptioner):
+        name: ClassVar[str] = "tagging"
+
+        def _caption(self, inputs, request, n):
+            with self._lock:
+                self.in_flight -= len(inputs)
+            rows = [["solid", 0.5, "general"], [f"{inputs[0]}_fill", 0.9, "general"],
+                    ["watermark", 0.8, "general"], ["square", 0.7, "general"]]  # fmt: skip
+            return [
+                CaptionOutput([Candidate(", ".join(r[0] for r in rows))], extra={"tags": rows})
+                for _ in inputs
+            ]
+
+    return Tagging
+
+
+def test_tag_rule_flags_shape_a_taggers_output(tmp_path, capsys):
+    from helpers.fakes import registered
+
+    fake_image(tmp_path / "a.png", (220, 20, 20))
+    base = ("caption", str(tmp_path), "-m", "tagging", "--store", "none", "--no-progress")
+    with registered(_tagging_fake()):
+        code, err = _cli(capsys, *base, "--exclude-tags", "water*", "--max-tags", "2")
+        assert code == 0, err
+        assert (tmp_path / "a.txt").read_text() == "red fill, square\n"  # by score, cut at 2
+        code, err = _cli(
+            capsys, *base, "--existing", "overwrite", "--always-first", "solid",
+            "--replace-tags", "square=box", "--keep-underscores", "--tag-separator", " | ",
+            "--trigger-word", "sks",
+        )  # fmt: skip
+        assert code == 0, err
+        assert (tmp_path / "a.txt").read_text() == "sks | solid | red_fill | watermark | box\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tag-sort", "random"], "tag rules: sort"),
+        (["--replace-tags", "oops"], "--replace-tags 'oops': write OLD=NEW"),
+        (["--captions-layout", "files"], "--captions-layout"),
+    ],
+)
+def test_tag_and_layout_flag_mistakes_are_one_line(tmp_path, capsys, args, message):
+    from helpers.fakes import FakeCaptioner, registered
+
+    fake_image(tmp_path / "a.png")
+    with registered():
+        code, err = _cli(capsys, "caption", str(tmp_path), "-m", "fake", "--store", "none", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert FakeCaptioner.instances == [] and not (tmp_path / "a.txt").exists()
+
+
+def test_max_tags_zero_is_a_usage_error(capsys):
+    code, err = _cli(capsys, "caption", "x.png", "--max-tags", "0")
+    assert code == 2 and "--max-tags" in err
+
+
+def test_numbered_layout_from_the_cli_skips_and_resumes(tmp_path, capsys):
+    from helpers.fakes import FakeCaptioner, registered
+
+    fake_image(tmp_path / "a.png", "red")
+    fake_image(tmp_path / "b.png", "blue")
+    store = str(tmp_path / "s.sqlite")
+    args = ("caption", str(tmp_path), "-m", "fake", "-n", "2", "--captions-layout", "numbered",
+            "--store", store, "--no-progress")  # fmt: skip
+    with registered():
+        code, err = _cli(capsys, *args)
+        assert code == 0, err
+        assert (tmp_path / "a.txt").read_text() == "a red image\n"
+        assert (tmp_path / "a.1.txt").read_text() == "a red image again\n"
+        (tmp_path / "b.1.txt").unlink()  # as if killed between the two files
+        FakeCaptioner.instances.clear()
+        code, err = _cli(capsys, *args)
+        assert code == 0 and "1 from the store" in err and "1 skipped" in err, err
+        assert (tmp_path / "b.1.txt").read_text() == "a blue image again\n"
+        assert FakeCaptioner.instances[0].calls == []  # nothing recomputed

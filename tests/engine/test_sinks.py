@@ -216,3 +216,78 @@ def test_unknown_format(tmp_path):
     with pytest.raises(ConfigError, match="--format"):
         StreamSink("parquet", tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+# -- several captions per image: --captions-layout ------------------------------------------
+
+
+def three(source: Source) -> CaptionResult:
+    result = ok(source, "a red image")
+    result.candidates = [Candidate("a red image"), Candidate("red square"), Candidate("red\nfill")]
+    return result
+
+
+def test_lines_layout_writes_n_lines_in_one_sidecar(tmp_path):
+    s = src(tmp_path / "a.jpg")
+    sink = SidecarSink(layout="lines", count=3)
+    assert sink.targets(s) == [tmp_path / "a.txt"]
+    sink.write(three(s), s)
+    # one caption per line (a caption's own line break folded): kohya / OneTrainer pick a line
+    assert (tmp_path / "a.txt").read_text() == "a red image\nred square\nred fill\n"
+    assert sink.already_done(s)
+    two = SidecarSink(layout="lines", count=2)  # -n 2 writes two lines
+    b = src(tmp_path / "b.jpg")
+    two.write(three(b), b)
+    assert (tmp_path / "b.txt").read_text() == "a red image\nred square\n"
+
+
+def test_lines_layout_appends_line_by_line(tmp_path):
+    s = src(tmp_path / "a.jpg")
+    (tmp_path / "a.txt").write_text("old caption\n")
+    SidecarSink(layout="lines", count=2, existing="append").write(three(s), s)
+    assert (tmp_path / "a.txt").read_text() == "old caption\na red image\nred square\n"
+    SidecarSink(layout="lines", count=2, existing="append").write(three(s), s)  # a rerun
+    assert (tmp_path / "a.txt").read_text() == "old caption\na red image\nred square\n"
+
+
+def test_numbered_layout_writes_one_file_per_caption(tmp_path):
+    s = src(tmp_path / "a.jpg")
+    sink = SidecarSink(layout="numbered", count=3)
+    assert [p.name for p in sink.targets(s)] == ["a.txt", "a.1.txt", "a.2.txt"]
+    assert not sink.already_done(s)
+    sink.write(three(s), s)
+    texts = [(tmp_path / n).read_text() for n in ("a.txt", "a.1.txt", "a.2.txt")]
+    assert texts == ["a red image\n", "red square\n", "red\nfill\n"]
+    assert sink.already_done(s)
+
+
+def test_numbered_layout_resumes_a_half_written_image(tmp_path):
+    """Killed between IMAGE.txt and IMAGE.1.txt: the image is not done; the rerun writes the
+    missing file and (skip) leaves the one already there alone."""
+    s = src(tmp_path / "a.jpg")
+    (tmp_path / "a.txt").write_text("kept\n")
+    sink = SidecarSink(layout="numbered", count=2)
+    assert not sink.already_done(s)
+    sink.write(three(s), s)
+    assert (tmp_path / "a.txt").read_text() == "kept\n"
+    assert (tmp_path / "a.1.txt").read_text() == "red square\n"
+    assert sink.already_done(s)
+    SidecarSink(layout="numbered", count=2, existing="overwrite").write(three(s), s)
+    assert (tmp_path / "a.txt").read_text() == "a red image\n"
+
+
+def test_fewer_candidates_than_asked_write_what_there_is(tmp_path):
+    s = src(tmp_path / "a.jpg")
+    one = ok(s, "only")
+    one.candidates = [Candidate("only")]
+    SidecarSink(layout="numbered", count=3).write(one, s)
+    assert sorted(p.name for p in tmp_path.glob("*.txt")) == ["a.txt"]
+
+
+def test_first_layout_is_the_default_and_a_bad_layout_is_one_line(tmp_path):
+    s = src(tmp_path / "a.jpg")
+    SidecarSink(count=3).write(three(s), s)
+    assert sorted(p.name for p in tmp_path.glob("*.txt")) == ["a.txt"]
+    assert (tmp_path / "a.txt").read_text() == "a red image\n"
+    with pytest.raises(ConfigError, match="--captions-layout must be one of first, lines"):
+        SidecarSink(layout="files")

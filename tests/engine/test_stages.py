@@ -105,3 +105,71 @@ def test_check_request_works_on_the_class_before_any_model_loads():
     with pytest.raises(ConfigError, match="one caption per image"):
         check_request(OneCaption, CaptionRequest(num_captions=2))
     check_request(OneCaption, CaptionRequest(prompt="free text"))  # prompts are fine here
+
+
+# -- per-image requests (prompt templates), tag rules and finished candidates -------------------
+
+
+def test_caption_groups_inputs_by_request_and_keeps_their_order(folder):
+    from captionkit.engine.stages import Stages
+
+    fake = FakeCaptioner()
+    a, b = CaptionRequest(prompt="A"), CaptionRequest(prompt="B")
+    done = Stages(fake).caption(["red", "green", "blue", "white"], [a, b, a, b])
+    assert [o.candidates[0].text for o in done.outputs] == [
+        "a red image", "a green image", "a blue image", "a white image"
+    ]  # fmt: skip
+    assert fake.calls == [["red", "blue"], ["green", "white"]]
+    assert [r.prompt for r in fake.requests] == ["A", "B"]
+    fake.calls.clear()
+    Stages(fake).caption(["red", "green"], [a, CaptionRequest(prompt="A")])  # equal: one call
+    assert fake.calls == [["red", "green"]]
+
+
+def test_a_failing_group_is_retried_alone(folder):
+    from captionkit.engine.stages import Stages
+
+    fake = FakeCaptioner()
+    fake.raise_on = {"green"}
+    a, b = CaptionRequest(prompt="A"), CaptionRequest(prompt="B")
+    done = Stages(fake).caption(["red", "green", "blue"], [a, b, a])
+    assert [o.error is None for o in done.outputs] == [True, False, True]
+
+
+class _Rules:
+    """Stands in for TagRules: marks the text so the test sees where it ran."""
+
+    active = True
+
+    def apply_text(self, text):
+        return f"<{text}>"
+
+    def apply_ranked(self, rows, shown=None):
+        return "|".join(r[0] for r in rows)
+
+
+def test_tag_rules_run_on_tag_captions_before_decoration(folder):
+    from captionkit.types import CaptionResult
+
+    tags = RunOptions(tags=_Rules(), trigger_word="sks", prefix="[", suffix="]")
+    from captionkit.engine.stages import Stages
+
+    stages = Stages(FakeCaptioner(), options=tags)
+    plain = CaptionResult(source="x", text="a, b", style="tags")
+    assert stages.finished_text("a, b", plain) == "[sks, <a, b>]"
+    ranked = CaptionResult(source="x", text="t", style="short", extra={"tags": [["a", 0.9]]})
+    assert stages.finished_text("t", ranked) == "[sks, a]"
+    sentence = CaptionResult(source="x", text="A cat.", style="short")
+    assert stages.finished_text("A cat.", sentence) == "[sks, A cat.]"  # not a tag caption
+
+
+def test_layouts_finish_every_candidate(folder):
+    fake = FakeCaptioner()
+    options = RunOptions(batch_size=4, trigger_word="sks", finish_candidates=True, collect=True)
+    summary = Runner(fake, CaptionRequest(), options=options).run(iter_sources([str(folder)]))
+    first = summary.results[0]
+    assert [c.text for c in first.candidates] == ["sks, a red image", "sks, a red image again"]
+    plain = Runner(FakeCaptioner(), CaptionRequest(), options=RunOptions(collect=True))
+    assert plain.run(iter_sources([str(folder)])).results[0].candidates[1].text == (
+        "a red image again"
+    )

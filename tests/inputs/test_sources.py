@@ -222,3 +222,22 @@ def test_skipped_counter_is_optional_and_not_filled_by_count_sources(tmp_path):
 def test_count_sources_ignores_stdin(photo_dir):
     assert count_sources([str(photo_dir), "-"], recursive=False) == 2
     assert count_sources([str(photo_dir)]) == len(list(iter_sources([str(photo_dir)])))
+
+
+def test_source_meta_defaults_empty_is_read_only_and_survives_pickle():
+    import pickle
+
+    from captionkit.inputs.sources import Source
+
+    plain = Source(key="a.jpg")
+    assert dict(plain.meta) == {}
+    frame = Source(key="clip.mp4#t=1.000", meta={"video": "clip.mp4", "t": 1.0, "frame": 3})
+    with pytest.raises(TypeError):
+        frame.meta["t"] = 2.0  # type: ignore[index]
+    given = {"col": "x"}
+    row = Source(key="r", meta=given)
+    given["col"] = "changed"  # the caller's dict is copied, not shared
+    assert row.meta["col"] == "x"
+    assert Source(key="r", meta={"col": "y"}) == row and hash(Source(key="r")) == hash(row)
+    back = pickle.loads(pickle.dumps(frame))
+    assert back == frame and dict(back.meta) == dict(frame.meta)

@@ -28,6 +28,7 @@ BUILTIN: dict[str, str] = {
     "openai-compatible": "captionkit.captioners.api.openai:OpenAICompatibleCaptioner",
     "gemini": "captionkit.captioners.api.gemini:GeminiCaptioner",
     "anthropic": "captionkit.captioners.api.anthropic:AnthropicCaptioner",
+    "tagger": "captionkit.captioners.tagger:TaggerCaptioner",
 }
 
 
@@ -41,7 +42,7 @@ BACKENDS: PluginTable[type[Captioner]] = PluginTable(
     ENTRY_POINT_GROUP,
     BUILTIN,
     kind="backend",
-    extras={"hf": "hf", "grounded": "grounded"},
+    extras={"hf": "hf", "grounded": "grounded", "tagger": "tagger"},
     default_extra="api",
     find_entry_points=_find_entry_points,
 )

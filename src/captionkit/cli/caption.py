@@ -23,6 +23,7 @@ from captionkit.errors import InputError
 __all__ = ["command", "parse_options"]
 
 INPUTS, MODEL, PROMPT, OUTPUT, RUN = "Inputs", "Model", "Prompt and decoding", "Output", "Run"
+TAGS = "Tag rules (tag captions: --style tags, taggers)"
 CLUSTER = "Cluster (Ray)"
 
 
@@ -42,6 +43,11 @@ def command(
     exclude: Annotated[list[str] | None, _opt("--exclude", panel=INPUTS, help="Skip paths matching this glob (repeatable).")] = None,
     image_column: Annotated[str | None, _opt("--image-column", panel=INPUTS, help="Tables and datasets: the column with the image (path, URL or bytes). Default: image, url, path...")] = None,
     split: Annotated[str | None, _opt("--split", panel=INPUTS, help="hf: datasets: the split to caption, e.g. train.")] = None,
+    videos: Annotated[bool | None, _opt("--videos/--no-videos", panel=INPUTS, help="Caption video files (mp4, webm, mov, mkv, avi...) as sampled frames (default, with captionkit[video] installed), or leave them out.")] = None,
+    video_every: Annotated[float | None, _opt("--video-every", panel=INPUTS, metavar="SECONDS", help="Videos: one frame every SECONDS (default 5).")] = None,
+    video_scenes: Annotated[float | None, _opt("--video-scenes", panel=INPUTS, metavar="THRESHOLD", help="Videos: the first frame of each shot instead; THRESHOLD is PySceneDetect's content score, 0-255 (try 27).")] = None,
+    video_max_frames: Annotated[int | None, _opt("--video-max-frames", panel=INPUTS, min=1, help="Videos: at most N frames each, spread over the video (clip mode: the frames in the grid, default 4).")] = None,
+    video_mode: Annotated[str | None, _opt("--video-mode", panel=INPUTS, help="frames: a caption per frame, VIDEO.txt lines '[mm:ss.mmm] caption' (default); clip: one caption per video from a grid of key frames.")] = None,
     model: Annotated[str | None, _opt("--model", "-m", panel=MODEL, help="BACKEND:MODEL, e.g. grounded, hf:Salesforce/blip-image-captioning-base, hf:/path/to/dir, openai:gpt-4o-mini. Default: grounded.")] = None,
     device: Annotated[str | None, _opt(panel=MODEL, help="auto, cpu, cuda, cuda:1, mps.")] = None,
     dtype: Annotated[str | None, _opt(panel=MODEL, help="auto, float32, bfloat16, float16.")] = None,
@@ -50,8 +56,10 @@ def command(
     rewrite_base_url: Annotated[str | None, _opt(panel=MODEL, help="Server URL of the --rewrite model when it is served.")] = None,
     rewrite_api_key: Annotated[str | None, _opt(panel=MODEL, help="API key of the --rewrite model when it is hosted.")] = None,
     dry_run: Annotated[bool, _opt("--dry-run", panel=RUN, help="Count the images and estimate tokens/cost; caption nothing.")] = False,
-    style: Annotated[str | None, _opt("--style", "-s", panel=PROMPT, help="short, detailed, alt-text, social, training.")] = None,
-    prompt: Annotated[str | None, _opt("--prompt", "-p", panel=PROMPT, help="Your own instruction, replacing the style's.")] = None,
+    stages: Annotated[str | None, _opt("--stages", panel=MODEL, help="A stages file (TOML: one table per stage with name, model or llm, style, prompt, options): describe -> shorten -> tag, each stage resumable; the last one is written.")] = None,
+    style: Annotated[str | None, _opt("--style", "-s", panel=PROMPT, help="short, detailed, alt-text, social, training, tags.")] = None,
+    prompt: Annotated[str | None, _opt("--prompt", "-p", panel=PROMPT, help="Your own instruction, replacing the style's; may use {name}, {directory}, {column:NAME} (and {caption}, {tags} in --stages). {{ }} for literal braces.")] = None,
+    prompt_file: Annotated[str | None, _opt("--prompt-file", panel=PROMPT, help="A prompt in a file, or a JSON list of prompts / of {\"prompt\": ..., \"weight\": ...}: one picked per image (weighted, the same on every run).")] = None,
     num_captions: Annotated[int, _opt("--num-captions", "-n", panel=PROMPT, min=1, help="Candidates per image; the best is used, all are kept in JSONL.")] = 1,
     max_new_tokens: Annotated[int | None, _opt(panel=PROMPT, min=1, help="Longest caption in tokens.")] = None,
     num_beams: Annotated[int, _opt(panel=PROMPT, min=1, help="Beam search width.")] = 1,
@@ -69,6 +77,15 @@ def command(
     prefix: Annotated[str | None, _opt(panel=OUTPUT, help="Text put before every caption.")] = None,
     suffix: Annotated[str | None, _opt(panel=OUTPUT, help="Text put after every caption.")] = None,
     trigger_word: Annotated[str | None, _opt(panel=OUTPUT, help="LoRA trigger word, put first: 'TRIGGER, caption'.")] = None,
+    captions_layout: Annotated[str | None, _opt("--captions-layout", panel=OUTPUT, help="With --num-captions N: first (the best one, default), lines (N lines in IMAGE.txt: kohya/OneTrainer pick one per step), numbered (IMAGE.txt, IMAGE.1.txt, ...).")] = None,
+    exclude_tags: Annotated[list[str] | None, _opt("--exclude-tags", panel=TAGS, help="Drop these tags (comma-separated or repeated; * matches anything: '*_background').")] = None,
+    replace_tags: Annotated[list[str] | None, _opt("--replace-tags", panel=TAGS, help="OLD=NEW (repeatable); an empty NEW drops the tag.")] = None,
+    always_first: Annotated[list[str] | None, _opt("--always-first", panel=TAGS, help="Tags moved to the front when present (comma-separated or repeated).")] = None,
+    max_tags: Annotated[int | None, _opt("--max-tags", panel=TAGS, min=1, help="Keep at most this many tags.")] = None,
+    tag_separator: Annotated[str | None, _opt("--tag-separator", panel=TAGS, help="Between tags (default ', ').")] = None,
+    tag_sort: Annotated[str | None, _opt("--tag-sort", panel=TAGS, help="score (default), alpha, none.")] = None,
+    keep_tokens: Annotated[int | None, _opt("--keep-tokens", panel=TAGS, min=0, help="The first K tags keep their place (kohya keep_tokens).")] = None,
+    keep_underscores: Annotated[bool, _opt("--keep-underscores", panel=TAGS, help="Keep underscores in tags (default: spaces).")] = False,
     batch_size: Annotated[int | None, _opt("--batch-size", "-b", panel=RUN, min=1, help="Images per model call (default: the backend's).")] = None,
     workers: Annotated[int | None, _opt(panel=RUN, min=1, help="Threads reading and decoding images ahead of the model.")] = None,
     store: Annotated[str | None, _opt(panel=RUN, help="Results store (SQLite) path, or 'none'. Default: the user cache dir.")] = None,
@@ -89,8 +106,11 @@ def command(
     named = [*(inputs or []), *(image_dir or []), *(image_file or []), *(url_image or [])]
     items = named or _implicit_stdin()
     given = {k: v for k, v in locals().items() if k in session.EXPLICIT_KEYS}  # same names
+    flags, opts = ctx.meta.get(META_KEY, {}), parse_options(option or [])
+    if stages:
+        return _stages(stages, items, given, flags, opts, dry_run, progress)
     run = session.build_run(
-        items, backend_flags=ctx.meta.get(META_KEY, {}), options=parse_options(option or []),
+        items, backend_flags=flags, options=opts,
         rewrite_options={"base_url": rewrite_base_url, "api_key": rewrite_api_key}, **given,
     )
     session.check_inputs(run)  # before the model loads, as every check here
@@ -111,10 +131,55 @@ def command(
     sinks = session.make_sinks(run)
     session.check_outputs(run, sinks)
     skipped: Counter[str] = Counter()
-    outcome = session.execute(run, session.sources(run, stdin=stdin, skipped=skipped), sinks=sinks, progress=_progress(run, progress))
+    outcome = session.execute(run, session.sources(run, stdin=stdin, skipped=skipped, sinks=sinks), sinks=sinks, progress=_progress(run, progress))
     report.print_summary(outcome, skipped)
     raise typer.Exit(outcome.summary.exit_code)
 # fmt: on
+
+
+def _stages(
+    path: str,
+    items: list[str],
+    given: dict[str, Any],
+    flags: dict[str, Any],
+    opts: dict[str, Any],
+    dry_run: bool,
+    progress: bool | None,
+) -> None:
+    """``--stages FILE``: every stage planned and checked before the first model loads."""
+    from captionkit import multistage, session
+    from captionkit.cli import report
+    from captionkit.cli.display import markup
+
+    if dry_run or given.get("ray"):
+        raise InputError(
+            f"--stages runs on this machine, without {'--dry-run' if dry_run else '--ray'}"
+        )
+    planned = multistage.plan(path, items, backend_flags=flags, options=opts, **given)
+    run = planned[0].run
+    session.check_inputs(run)
+    stdin = _peek_lines(sys.stdin) if "-" in items else None
+    if "-" in items and stdin is None:
+        raise InputError("nothing to caption: the list on standard input is empty")
+    sinks = session.make_sinks(planned[-1].run)
+    session.check_outputs(planned[-1].run, sinks)
+    out = report.console()
+
+    def started(i: int, stage: multistage.Stage) -> None:
+        out.print(
+            f"stage {i + 1}/{len(planned)}: {markup(stage.name)} ({markup(stage.run.backend)})"
+        )
+
+    skipped: Counter[str] = Counter()
+    outcome = multistage.execute(
+        planned,
+        session.sources(run, stdin=stdin, skipped=skipped),
+        sinks=sinks,
+        progress=_progress(planned[-1].run, progress),
+        on_stage=started,
+    )
+    report.print_summary(outcome, skipped)
+    raise typer.Exit(outcome.summary.exit_code)
 
 
 def _cluster(run: Any, dry_run: bool) -> None:

@@ -138,6 +138,8 @@ def build_dataset(run: RunSpec, done: set[str]) -> tuple[Any, int | None]:
             )
     else:
         image = pick_image_column(columns, run.inputs.image_column, item.location)
+    if run.prompts is not None:  # {column:NAME} in a prompt: one line now, not per row
+        run.prompts.check_columns(columns, what=item.location)
     ds = ds.map_batches(
         normalize,
         batch_format="pyarrow",

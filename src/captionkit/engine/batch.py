@@ -17,6 +17,7 @@ backend bug stops the job after three batches instead of failing every row). No 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -102,6 +103,9 @@ def caption_records(
         row = rows[i]
         key = str(row[key_column]) if key_column else f"row-{i}"
         source, data = _to_source(row[image_column], key)
+        if options.render is not None:  # {column:NAME} templates read the row's other cells
+            meta = {k: v for k, v in row.items() if k != image_column}
+            source = dataclasses.replace(source, meta=meta)
         return stages.prepare(source, request, fp, data)
 
     with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
@@ -111,8 +115,10 @@ def caption_records(
     results: list[CaptionResult] = []
     for start in range(0, len(prepared), batch_size):
         chunk = prepared[start : start + batch_size]
-        inputs = [p.input for p in chunk if p.input is not None]
-        captioned = stages.caption(inputs, request, guard) if inputs else None
+        todo = [p for p in chunk if p.input is not None]
+        inputs = [p.input for p in todo]
+        requests = [p.request or request for p in todo]  # rendered templates differ
+        captioned = stages.caption(inputs, requests, guard) if inputs else None
         done = stages.finish(chunk, captioned, request)
         if done.store_error is not None:
             raise done.store_error

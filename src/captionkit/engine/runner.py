@@ -106,8 +106,10 @@ class Runner:
     def _finish_batch(
         self, pending: list[Prepared], summary: RunSummary, guard: RepeatGuard
     ) -> None:
-        inputs = [p.input for p in pending if p.input is not None]
-        captioned = self.stages.caption(inputs, self.request, guard) if inputs else None
+        todo = [p for p in pending if p.input is not None]
+        inputs = [p.input for p in todo]
+        requests = [p.request or self.request for p in todo]  # rendered templates differ
+        captioned = self.stages.caption(inputs, requests, guard) if inputs else None
         if captioned is not None:
             summary.model_seconds += captioned.seconds
         done = self.stages.finish(pending, captioned, self.request, self.sinks)

@@ -39,6 +39,11 @@ from captionkit.types import CaptionResult
 
 EXISTING_POLICIES = ("skip", "overwrite", "append", "prepend")
 FORMATS = ("txt", "jsonl", "csv")
+#: How several captions per image (``--num-captions N``) reach sidecars: ``first`` writes the
+#: best one; ``lines`` writes all N as lines of IMAGE.txt (kohya-ss sd-scripts with
+#: ``enable_wildcard`` and OneTrainer both train on one random line of a multi-line caption
+#: file); ``numbered`` writes IMAGE.txt, IMAGE.1.txt, ... IMAGE.{N-1}.txt (one per file).
+CAPTION_LAYOUTS = ("first", "lines", "numbered")
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -166,9 +171,19 @@ class SidecarSink(Sink):
         existing: str = "skip",
         separator: str = " ",
         roots: Sequence[str | Path] | None = None,
+        layout: str = "first",
+        count: int = 1,
     ) -> None:
         if existing not in EXISTING_POLICIES:
             raise ConfigError(f"--existing must be one of {', '.join(EXISTING_POLICIES)}")
+        if layout not in CAPTION_LAYOUTS:
+            raise ConfigError(f"--captions-layout must be one of {', '.join(CAPTION_LAYOUTS)}")
+        self.layout = layout
+        #: Captions per image the run asks for (``--num-captions``): the files ``numbered``
+        #: writes, and the lines ``lines`` writes at most.
+        self.count = max(1, count) if layout != "first" else 1
+        if layout == "lines":
+            separator = "\n"  # appending keeps one caption per line
         self.extension = extension if extension.startswith(".") else f".{extension}"
         self.output_dir = Path(output_dir).expanduser() if output_dir else None
         self.existing = existing
@@ -258,11 +273,23 @@ class SidecarSink(Sink):
         return target
 
     # -- writing -----------------------------------------------------------------------------
+    def targets(self, source: Source) -> list[Path]:
+        """Every file this sink writes for ``source`` (``numbered``: IMAGE.txt, IMAGE.1.txt...)."""
+        target = self.path_for(source)
+        if target is None:
+            return []
+        if self.layout != "numbered":
+            return [target]
+        stem = target.name[: len(target.name) - len(self.extension)]
+        return [target] + [
+            target.with_name(f"{stem}.{i}{self.extension}") for i in range(1, self.count)
+        ]
+
     def already_done(self, source: Source) -> bool:
         if self.existing != "skip":
             return False
-        target = self.path_for(source)
-        return target is not None and target.exists()
+        targets = self.targets(source)
+        return bool(targets) and all(t.exists() for t in targets)
 
     def _merge(self, old: str, text: str) -> str | None:
         """The new sidecar text, or None when it already holds this caption (a rerun)."""
@@ -275,11 +302,25 @@ class SidecarSink(Sink):
             return None if old.startswith(text + sep) else f"{text}{sep}{old}"
         return text
 
+    def texts(self, result: CaptionResult) -> list[str]:
+        """The captions to write: the best one, then (layouts) the other candidates."""
+        first = result.text or ""
+        if self.layout == "first":
+            return [first]
+        rest = [c.text for c in result.candidates[1 : self.count]]
+        return [first, *rest]
+
     def write(self, result: CaptionResult, source: Source) -> None:
-        target = self.path_for(source)
-        if target is None or not result.ok:
+        targets = self.targets(source)
+        if not targets or not result.ok:
             return
-        text = result.text or ""
+        texts = self.texts(result)
+        if self.layout == "lines":
+            texts = ["\n".join(" ".join(t.split()) for t in texts)]
+        for target, text in zip(targets, texts, strict=False):
+            self._write_one(target, text)
+
+    def _write_one(self, target: Path, text: str) -> None:
         try:
             if target.exists():
                 if self.existing == "skip":

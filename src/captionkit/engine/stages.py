@@ -22,7 +22,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,13 @@ class RunOptions:
     suffix: str = ""
     trigger_word: str = ""
     collect: bool = False  # keep every result in the summary (the Python API wants them)
+    #: Per-image prompt: ``render(source, sha256, request) -> (request, fingerprint)``
+    #: (:func:`captionkit.prompts.make_renderer`); None: every image gets the run's request.
+    render: Callable[[Source, str, CaptionRequest], tuple[CaptionRequest, str]] | None = None
+    #: Tag rules (:class:`captionkit.tags.TagRules`) applied to tag captions before decoration.
+    tags: Any = None
+    #: Finish every candidate too (sidecar layouts that write all of them).
+    finish_candidates: bool = False
 
 
 @dataclass
@@ -71,6 +78,8 @@ class Prepared:
     input: Any = None
     cached: CaptionResult | None = None
     error: str | None = None
+    #: This image's own request (a rendered prompt template); None: the caller's.
+    request: CaptionRequest | None = None
 
 
 @dataclass
@@ -196,13 +205,24 @@ class Stages:
                 data = data if data is not None else read_source(source, opts.fetch)
                 item.sha256 = content_hash(data)
             cap = self.captioner
-            item.key = result_key(
-                item.sha256,
-                cap.name,
-                cap.model_label,
-                request_fp or request.fingerprint(),
-                self.options_fp,
-            )
+            fp = request_fp or request.fingerprint()
+            if opts.render is not None:
+                try:
+                    request, fp = opts.render(source, item.sha256, request)
+                except ValueError as exc:  # no value for a variable: this image fails
+                    item.error = str(exc)
+                    return item
+                item.request = request
+            hint = source.meta.get("prompt_hint")  # a video's clip grid: say what it is
+            if hint and cap.accepts_prompt and request.prompt is None:
+                from dataclasses import replace
+
+                from captionkit.styles import get_style
+
+                instruction = f"{hint} {get_style(request.style).instruction}"
+                request = item.request = replace(request, prompt=instruction)
+                fp = request.fingerprint()
+            item.key = result_key(item.sha256, cap.name, cap.model_label, fp, self.options_fp)
             if self.store is not None and not opts.force:
                 item.cached = self.store.get(item.key)
                 if item.cached is not None:
@@ -247,10 +267,44 @@ class Stages:
             return None, exc
 
     def caption(
-        self, inputs: list[Any], request: CaptionRequest, guard: RepeatGuard | None = None
+        self,
+        inputs: list[Any],
+        request: CaptionRequest | Sequence[CaptionRequest],
+        guard: RepeatGuard | None = None,
     ) -> Captioned:
         """One batch through the model; a failing batch (one bad image, out of memory) is
-        retried image by image so it costs only the images that fail alone."""
+        retried image by image so it costs only the images that fail alone.
+
+        ``request`` may be one per input (rendered prompt templates): inputs are grouped by
+        request, one model call per group, because a backend takes one request per call.
+        """
+        if isinstance(request, CaptionRequest):
+            return self._caption(inputs, request, guard)
+        requests = list(request)
+        if len(requests) != len(inputs):
+            raise ValueError(f"{len(requests)} requests for {len(inputs)} inputs")
+        groups: dict[str, list[int]] = {}
+        by_fp: dict[str, CaptionRequest] = {}
+        for i, req in enumerate(requests):
+            fp = req.fingerprint()
+            groups.setdefault(fp, []).append(i)
+            by_fp.setdefault(fp, req)
+        if len(groups) == 1:
+            return self._caption(inputs, requests[0] if requests else CaptionRequest(), guard)
+        outputs: list[CaptionOutput | None] = [None] * len(inputs)
+        total = Captioned([])
+        for fp, idx in groups.items():
+            part = self._caption([inputs[i] for i in idx], by_fp[fp], guard)
+            for i, out in zip(idx, part.outputs, strict=True):
+                outputs[i] = out
+            total.seconds += part.seconds
+            total.stop = total.stop or part.stop
+        total.outputs = [o for o in outputs if o is not None]
+        return total
+
+    def _caption(
+        self, inputs: list[Any], request: CaptionRequest, guard: RepeatGuard | None
+    ) -> Captioned:
         start = time.perf_counter()
         outputs, exc = self._attempt(inputs, request)
         if outputs is not None:
@@ -345,7 +399,7 @@ class Stages:
                 result.path = str(p.source.path) if p.source.path else None
             else:
                 output = next(outputs) if p.input is not None else None
-                result = self.result(p, output, request, per_image)
+                result = self.result(p, output, p.request or request, per_image)
                 if result.ok:
                     fresh.append((p.key, result))
             done.results.append(result)
@@ -357,9 +411,10 @@ class Stages:
         opts = self.options
         for p, result in zip(items, done.results, strict=True):
             if result.ok:
-                result.text = decorate(
-                    result.text or "", opts.prefix, opts.suffix, opts.trigger_word
-                )
+                result.text = self.finished_text(result.text or "", result)
+                if opts.finish_candidates:
+                    for c in result.candidates:
+                        c.text = self.finished_text(c.text, result, first=False)
                 if result.cached:
                     done.cached += 1
                 else:
@@ -371,3 +426,18 @@ class Stages:
         for sink in sinks:
             sink.flush()
         return done
+
+    def finished_text(self, text: str, result: CaptionResult, *, first: bool = True) -> str:
+        """A stored caption as the user gets it: tag rules (for tag captions: style ``tags``
+        or a backend that made tags, whose ranked ``extra["tags"]`` rows keep their scores),
+        then the trigger word, prefix and suffix."""
+        opts = self.options
+        rules = opts.tags
+        ranked = result.extra.get("tags")
+        if rules is not None and rules.active and (result.style == "tags" or ranked is not None):
+            rows = ranked if isinstance(ranked, list) else []
+            if first and rows and all(isinstance(r, list | tuple) and len(r) >= 2 for r in rows):
+                text = rules.apply_ranked(rows, shown=text)
+            else:
+                text = rules.apply_text(text)
+        return decorate(text, opts.prefix, opts.suffix, opts.trigger_word)

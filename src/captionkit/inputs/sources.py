@@ -11,12 +11,18 @@ import fnmatch
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from captionkit.errors import CaptionkitError, InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from captionkit.inputs.video import VideoOptions
 
 #: Suffixes taken as images without looking inside (the decoder still checks the content).
 IMAGE_SUFFIXES = frozenset(
@@ -88,12 +94,18 @@ _MAGIC: tuple[bytes, ...] = (
 )
 
 
+_EMPTY_META: Mapping[str, Any] = MappingProxyType({})
+
+
 @dataclass(frozen=True)
 class Source:
     """One image to caption.
 
     ``key`` is what users see and outputs name; ``rel`` is the path relative to the folder it
-    was found under, used to mirror folders into ``--output-dir``.
+    was found under, used to mirror folders into ``--output-dir``. ``meta`` carries what the
+    input knew beside the pixels (a table row's columns; a video frame's
+    ``{"video": path, "t": seconds, "frame": index}``); it is read-only, and left out of
+    equality and hashing so two sources are still the same when their keys agree.
     """
 
     key: str
@@ -102,10 +114,26 @@ class Source:
     rel: Path | None = None
     #: An in-memory ``PIL.Image`` handed to the Python API (no file behind it).
     image: Any = field(default=None, compare=False, repr=False)
+    #: Read-only extra facts about this source (see the class docstring).
+    meta: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_META, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # A plain dict handed in is frozen into a read-only view, so a Source stays immutable.
+        if not isinstance(self.meta, MappingProxyType):
+            object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A read-only view does not pickle; rebuild from a plain copy (process pools send sources).
+        fields = {f: getattr(self, f) for f in ("key", "path", "url", "rel", "image")}
+        return (_rebuild_source, (fields, dict(self.meta)))
 
     @property
     def is_url(self) -> bool:
         return self.url is not None
+
+
+def _rebuild_source(fields: dict[str, Any], meta: dict[str, Any]) -> Source:
+    return Source(**fields, meta=meta)
 
 
 def is_url(text: str) -> bool:
@@ -164,6 +192,7 @@ def walk_folder(
     follow_symlinks: bool = False,
     skipped: Counter[str] | None = None,
     warn: bool = True,
+    videos: bool = False,
 ) -> Iterator[Source]:
     """Yield images under ``root`` depth-first, each directory's entries in name order.
 
@@ -174,7 +203,12 @@ def walk_folder(
     sidecars and other known non-image suffixes are expected beside photos and not counted).
     Files left out by ``include``/``exclude`` are not counted: the user asked for that.
     ``warn`` False keeps an unreadable folder quiet (a second walk, counting for the ETA).
+    ``videos`` True also yields video files (see :mod:`captionkit.inputs.video`) as sources
+    of their own, for :func:`iter_sources` to expand into frames; otherwise they are passed
+    over like other non-image files.
     """
+    if videos:
+        from captionkit.inputs.video import VIDEO_SUFFIXES, sniff_video
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -209,9 +243,14 @@ def walk_folder(
                 continue
             if exclude and _matches(rel_s, exclude):
                 continue
-            if looks_like_image(path):
+            suffix = path.suffix.lower()
+            if (videos and suffix in VIDEO_SUFFIXES) or looks_like_image(path):
                 yield Source(key=str(path), path=path, rel=rel)
-            elif path.suffix.lower() not in NEVER_IMAGES:
+            elif suffix in NEVER_IMAGES:
+                continue
+            elif videos and sniff_video(path):
+                yield Source(key=str(path), path=path, rel=rel)
+            else:
                 _skip(skipped, "not an image")
         stack.extend(reversed(subdirs))
 
@@ -231,6 +270,8 @@ def iter_sources(
     exclude: tuple[str, ...] = (),
     stdin: Iterable[str] | None = None,
     skipped: Counter[str] | None = None,
+    video: VideoOptions | None = None,
+    video_done: Callable[[Source], bool] | None = None,
 ) -> Iterator[Source]:
     """Expand user inputs lazily, in the order given.
 
@@ -241,12 +282,54 @@ def iter_sources(
     it is read, not the end of the run. ``stdin`` is the list's lines (default
     ``sys.stdin``); blank lines and ``#`` comments are ignored. ``skipped`` counts what
     folder walks pass over (see :func:`walk_folder`).
+
+    ``video`` set: video files (named, listed, or found in folders) are expanded into their
+    sampled frames, each a source with its pixels in ``.image``
+    (:func:`captionkit.inputs.video.expand_video`); None: videos are not inputs (folders pass
+    over them, a named one fails as an unreadable image). ``video_done``, given a source for
+    a whole video (``meta == {"video": key}``), says the outputs already hold that video: it
+    is then yielded as that one source, undecoded, for the engine to skip (pass the same test
+    the engine skips with: every sink's ``already_done``).
     """
     walk = {"recursive": recursive, "include": include, "exclude": exclude, "skipped": skipped}
-    return _expand(inputs, walk, stdin, listed=False, warn=True)
+    if video is not None:
+        walk["videos"] = True
+    return _expand(inputs, walk, stdin, listed=False, warn=True, video=video, done=video_done)
 
 
 def _expand(
+    inputs: Iterable[str],
+    walk: dict[str, Any],
+    stdin: Iterable[str] | None,
+    *,
+    listed: bool,
+    warn: bool,
+    video: VideoOptions | None = None,
+    done: Callable[[Source], bool] | None = None,
+) -> Iterator[Source]:
+    found = _expand_paths(inputs, walk, stdin, listed=listed, warn=warn)
+    from captionkit.inputs.video import VIDEO_SUFFIXES, expand_video, is_video, left_out
+
+    if video is None:
+        for source in found:  # folders pass over videos: any video here was named
+            if source.path is not None and source.path.suffix.lower() in VIDEO_SUFFIXES:
+                yield left_out(source.path)
+            else:
+                yield source
+        return
+
+    for source in found:
+        if source.path is None or not is_video(source.path):
+            yield source
+            continue
+        whole = Source(key=source.key, path=source.path, rel=source.rel, meta={"video": source.key})
+        if done is not None and done(whole):
+            yield whole  # the outputs hold it already: the engine skips it, nothing decoded
+            continue
+        yield from expand_video(source.path, video, rel=source.rel, key=source.key)
+
+
+def _expand_paths(
     inputs: Iterable[str],
     walk: dict[str, Any],
     stdin: Iterable[str] | None,
@@ -257,7 +340,7 @@ def _expand(
     for item in inputs:
         if item == "-" and not listed:
             stream = stdin if stdin is not None else sys.stdin
-            yield from _expand(_stdin_lines(stream), walk, None, listed=True, warn=warn)
+            yield from _expand_paths(_stdin_lines(stream), walk, None, listed=True, warn=warn)
             continue
         if is_url(item):
             yield Source(key=item, url=item)
@@ -283,18 +366,31 @@ def count_sources(inputs: Iterable[str], **kwargs: Any) -> int:
     """
     kwargs.pop("skipped", None)
     kwargs.pop("stdin", None)
+    video: VideoOptions | None = kwargs.get("video")
     walk = {
         "recursive": kwargs.get("recursive", True),
         "include": kwargs.get("include", ()),
         "exclude": kwargs.get("exclude", ()),
         "skipped": None,
     }
+    if video is not None:
+        walk["videos"] = True
     total = 0
     for item in inputs:
         if item == "-":
             continue
         try:
-            total += sum(1 for _ in _expand([item], walk, None, listed=False, warn=False))
+            found = _expand_paths([item], walk, None, listed=False, warn=False)
+            total += sum(_weight(source, video) for source in found)
         except (CaptionkitError, OSError):
             continue
     return total
+
+
+def _weight(source: Source, video: VideoOptions | None) -> int:
+    """Sources one found file stands for: 1, or a video's frames counted from its header."""
+    if video is None or source.path is None:
+        return 1
+    from captionkit.inputs.video import estimate_frames, is_video
+
+    return estimate_frames(source.path, video) if is_video(source.path) else 1
