@@ -85,6 +85,10 @@ class SinkSpec(_Part):
     format: str | None = None  # txt, jsonl, csv (checked by build_run)
     output: str | None = None
     layout: Literal["first", "lines", "numbered"] = "first"  # --captions-layout
+    #: --metadata: the caption also into the image's XMP (a sidecar, or embedded).
+    metadata: Literal["xmp", "embed"] | None = None
+    keep_mtime: bool = False
+    xmp_name: Literal["full", "stem"] = "full"
 
     @property
     def sidecars(self) -> bool:
@@ -263,6 +267,7 @@ def build_run(
     if explicit.get("format") not in (None, *FORMATS, *EXPORT_FORMATS):
         raise ConfigError(f"--format must be one of {', '.join((*FORMATS, *EXPORT_FORMATS))}")
     cluster = _cluster(explicit)
+    _check_metadata(explicit, cluster)
     if captioner is not None:
         if options:
             raise ConfigError("backend options go to load_captioner(), not with a loaded captioner")
@@ -323,6 +328,9 @@ def _settings_parts(settings: Settings, explicit: Mapping[str, Any]) -> dict[str
             format=explicit.get("format"),
             output=explicit.get("output"),
             layout=settings.captions_layout,
+            metadata=explicit.get("metadata"),
+            keep_mtime=bool(explicit.get("keep_mtime")),
+            xmp_name=explicit.get("xmp_name") or "full",
         ),
         "store": settings.store,
         "limits": Limits(
@@ -345,11 +353,27 @@ def _settings_parts(settings: Settings, explicit: Mapping[str, Any]) -> dict[str
 RUN_KEYS = frozenset(
     "prompt num_captions decoding num_beams do_sample temperature top_p top_k seed recursive "
     "include exclude sidecar output_dir format output force rewrite rewrite_options "
-    "ray actors gpus_per_actor ray_resources image_column split prompt_file".split()
+    "ray actors gpus_per_actor ray_resources image_column split prompt_file metadata keep_mtime "
+    "xmp_name".split()
 ) | frozenset(
     "exclude_tags replace_tags always_first max_tags tag_separator tag_sort keep_tokens "
     "keep_underscores".split()
 ) | frozenset("videos video_every video_scenes video_max_frames video_mode".split())
+
+
+def _check_metadata(explicit: Mapping[str, Any], cluster: ClusterSpec | None) -> None:
+    """``--metadata`` companions given alone, or with a cluster run, are one line."""
+    metadata = explicit.get("metadata")
+    if metadata not in (None, "xmp", "embed"):
+        raise ConfigError(f"--metadata must be xmp or embed, not {metadata!r}")
+    if explicit.get("xmp_name") not in (None, "full", "stem"):
+        raise ConfigError(f"--xmp-name must be full or stem, not {explicit['xmp_name']!r}")
+    if metadata is not None and cluster is not None:
+        raise ConfigError("--metadata writes beside local files: drop --ray to use it")
+    if explicit.get("keep_mtime") and metadata != "embed":
+        raise ConfigError("--keep-mtime needs --metadata embed (only embedding touches the image)")
+    if explicit.get("xmp_name") not in (None, "full") and metadata != "xmp":
+        raise ConfigError("--xmp-name names .xmp sidecars: add --metadata xmp")
 
 
 def _cluster(explicit: Mapping[str, Any]) -> ClusterSpec | None:
@@ -497,6 +521,17 @@ def make_sinks(run: RunSpec) -> list[Sink]:
         from captionkit.engine.video_sink import with_videos
 
         sinks = with_videos(sinks)
+    if spec.metadata is not None:
+        from captionkit.engine.metadata import MetadataSink
+
+        sinks.append(
+            MetadataSink(
+                spec.metadata,
+                keep_mtime=spec.keep_mtime,
+                sidecar_name=spec.xmp_name,
+                replace_foreign=spec.existing == "overwrite",
+            )
+        )
     if spec.format in EXPORT_FORMATS:
         sinks.append(ExportSink(spec.format, spec.output))
     elif spec.format is not None:

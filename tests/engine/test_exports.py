@@ -218,3 +218,27 @@ def test_results_export_writes_every_format_from_the_store(tmp_path):
     assert json.loads((tmp_path / "coco.json").read_text()) == [
         {"image_id": 42, "caption": "a red image"}
     ]
+
+
+@pytest.mark.skipif(
+    __import__("shutil").which("exiftool") is None, reason="needs exiftool (libimage-exiftool-perl)"
+)
+def test_export_xmp_writes_sidecars_for_successes_only(tmp_path):
+    import subprocess
+
+    from captionkit.engine.exports import export_xmp
+
+    good = write_image(tmp_path / "good.jpg", "red")
+    bad = write_image(tmp_path / "bad.jpg", "blue")
+    results = [
+        CaptionResult(source="g", text="a red image", backend="fake", model="m", path=str(good)),
+        CaptionResult(source="b", text=None, error="cannot decode", path=str(bad)),
+    ]
+    done = export_xmp(results)
+    assert done.written == 1 and not (tmp_path / "bad.jpg.xmp").exists()
+    out = subprocess.run(
+        ["exiftool", "-j", "-XMP-dc:Description", str(tmp_path / "good.jpg.xmp")],
+        capture_output=True,
+        check=True,
+    )
+    assert json.loads(out.stdout)[0]["Description"] == "a red image"

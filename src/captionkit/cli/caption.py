@@ -78,6 +78,9 @@ def command(
     suffix: Annotated[str | None, _opt(panel=OUTPUT, help="Text put after every caption.")] = None,
     trigger_word: Annotated[str | None, _opt(panel=OUTPUT, help="LoRA trigger word, put first: 'TRIGGER, caption'.")] = None,
     captions_layout: Annotated[str | None, _opt("--captions-layout", panel=OUTPUT, help="With --num-captions N: first (the best one, default), lines (N lines in IMAGE.txt: kohya/OneTrainer pick one per step), numbered (IMAGE.txt, IMAGE.1.txt, ...).")] = None,
+    metadata: Annotated[str | None, _opt("--metadata", panel=OUTPUT, help="Also write the caption into the image's XMP: xmp (IMAGE.jpg.xmp sidecar) or embed (inside JPEG/PNG/WebP/TIFF; other formats get the sidecar). Needs exiftool.")] = None,
+    keep_mtime: Annotated[bool, _opt("--keep-mtime", panel=OUTPUT, help="With --metadata embed: keep each image's modification time.")] = False,
+    xmp_name: Annotated[str | None, _opt("--xmp-name", panel=OUTPUT, help="With --metadata xmp: full (photo.jpg.xmp: digiKam, darktable) or stem (photo.xmp: Capture One, Lightroom raw).")] = None,
     exclude_tags: Annotated[list[str] | None, _opt("--exclude-tags", panel=TAGS, help="Drop these tags (comma-separated or repeated; * matches anything: '*_background').")] = None,
     replace_tags: Annotated[list[str] | None, _opt("--replace-tags", panel=TAGS, help="OLD=NEW (repeatable); an empty NEW drops the tag.")] = None,
     always_first: Annotated[list[str] | None, _opt("--always-first", panel=TAGS, help="Tags moved to the front when present (comma-separated or repeated).")] = None,
@@ -132,8 +135,8 @@ def command(
     session.check_outputs(run, sinks)
     skipped: Counter[str] = Counter()
     outcome = session.execute(run, session.sources(run, stdin=stdin, skipped=skipped, sinks=sinks), sinks=sinks, progress=_progress(run, progress))
-    report.print_summary(outcome, skipped)
-    raise typer.Exit(outcome.summary.exit_code)
+    report.print_summary(outcome, skipped, sinks)
+    raise typer.Exit(report.exit_code(outcome, sinks))
 # fmt: on
 
 
@@ -178,8 +181,8 @@ def _stages(
         progress=_progress(planned[-1].run, progress),
         on_stage=started,
     )
-    report.print_summary(outcome, skipped)
-    raise typer.Exit(outcome.summary.exit_code)
+    report.print_summary(outcome, skipped, sinks)
+    raise typer.Exit(report.exit_code(outcome, sinks))
 
 
 def _cluster(run: Any, dry_run: bool) -> None:

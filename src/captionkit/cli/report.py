@@ -8,12 +8,16 @@ to stderr, so stdout stays the caption stream; every path and message is escaped
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from captionkit.cli.display import markup
 from captionkit.session import Estimate, Outcome, RunSpec, skipped_text
+
+if TYPE_CHECKING:
+    from captionkit.engine.sinks import Sink
 
 
 def console() -> Any:
@@ -49,8 +53,19 @@ def print_estimate(est: Estimate) -> None:
     )
 
 
-def print_summary(outcome: Outcome, skipped: Counter[str] | None = None) -> None:
-    """The run in a few lines on stderr."""
+def exit_code(outcome: Outcome, sinks: Sequence[Sink] = ()) -> int:
+    """The run's exit code; an image whose caption a sink could not write (its XMP, say)
+    counts as a failed image (1)."""
+    code = outcome.summary.exit_code
+    if code == 0 and any(sink.failed_writes() for sink in sinks):
+        return 1
+    return code
+
+
+def print_summary(
+    outcome: Outcome, skipped: Counter[str] | None = None, sinks: Sequence[Sink] = ()
+) -> None:
+    """The run in a few lines on stderr, then what each sink has to say."""
     summary, out = outcome.summary, console()
     if not summary.total and not summary.interrupted:
         out.print("no images found: the paths listed on standard input held none")
@@ -81,3 +96,6 @@ def print_summary(outcome: Outcome, skipped: Counter[str] | None = None) -> None
             f"[yellow]interrupted[/yellow]: finished captions are kept{where}; "
             "rerun the same command to resume"
         )
+    for sink in sinks:
+        for line in sink.report():
+            out.print(f"  {markup(line)}")

@@ -27,7 +27,7 @@ def export(
         "jsonl",
         "--format",
         "-f",
-        help="jsonl, csv, or a training-ready export: parquet, imagefolder, webdataset (folders), kohya, coco (JSON).",
+        help="jsonl, csv, a training-ready export: parquet, imagefolder, webdataset (folders), kohya, coco (JSON); or xmp: a sidecar beside every image (photo.jpg.xmp).",
     ),
     output: str = typer.Option(
         "-",
@@ -41,16 +41,28 @@ def export(
     ),
     backend: str = typer.Option(None, help="Only this backend."),
     model: str = typer.Option(None, help="Only this model."),
+    xmp_name: str = typer.Option(
+        "full",
+        "--xmp-name",
+        help="xmp: photo.jpg.xmp (full: digiKam, darktable, Immich) or photo.xmp (stem: Capture One, Lightroom raw).",
+    ),
+    replace_descriptions: bool = typer.Option(
+        False,
+        "--replace-descriptions",
+        help="xmp: also replace a description captionkit did not write (kept by default).",
+    ),
 ) -> None:
-    """Write every stored caption as JSONL or CSV, or as a training-ready dataset."""
+    """Write every stored caption as JSONL or CSV, as a training-ready dataset, or as XMP sidecars."""
     from captionkit.engine.exports import EXPORT_FORMATS
     from captionkit.engine.sinks import StreamSink
     from captionkit.engine.store import ResultStore
     from captionkit.errors import ConfigError
     from captionkit.inputs.sources import Source
 
-    if fmt not in ("jsonl", "csv", *EXPORT_FORMATS):
-        raise ConfigError(f"--format must be one of jsonl, csv, {', '.join(EXPORT_FORMATS)}")
+    if fmt not in ("jsonl", "csv", "xmp", *EXPORT_FORMATS):
+        raise ConfigError(f"--format must be one of jsonl, csv, xmp, {', '.join(EXPORT_FORMATS)}")
+    if fmt == "xmp":
+        return _export_xmp(output, store, source, backend, model, xmp_name, replace_descriptions)
     if source is not None or fmt in EXPORT_FORMATS:
         return _export_rows(fmt, output, store, source, backend, model)
     path = _store_path(store)
@@ -127,6 +139,57 @@ def _export_rows(
         raise
     sink.close()
     typer.echo(f"{n} results exported from {where}", err=True)
+
+
+def _export_xmp(
+    output: str,
+    store: str | None,
+    source: str | None,
+    backend: str | None,
+    model: str | None,
+    xmp_name: str,
+    replace: bool,
+) -> None:
+    """``--format xmp``: a sidecar beside each stored image that is still on this machine."""
+    from collections.abc import Iterator
+
+    from captionkit.engine.exports import export_xmp
+    from captionkit.errors import ConfigError
+    from captionkit.types import CaptionResult
+
+    if output != "-":
+        raise ConfigError(
+            "--format xmp writes each sidecar beside its image (photo.jpg.xmp), where photo "
+            "managers look: leave out --output"
+        )
+
+    def results() -> Iterator[CaptionResult]:
+        if source is not None:
+            from captionkit.cluster.output import read_rows
+            from captionkit.engine.exports import row_result
+
+            for row in read_rows(source):
+                if (backend is None or row["backend"] == backend) and (
+                    model is None or row["model"] == model
+                ):
+                    yield row_result(row)
+            return
+        from captionkit.engine.store import ResultStore
+
+        path = _store_path(store)
+        if not path.exists() and not store:
+            return
+        db = ResultStore(path, readonly=True)
+        try:
+            yield from db.iter_results(backend=backend, model=model)
+        finally:
+            db.close()
+
+    done = export_xmp(results(), sidecar_name=xmp_name, replace_foreign=replace)
+    where = source or _store_path(store)
+    typer.echo(f"{done.written} XMP sidecars written from {where}", err=True)
+    for line in done.report()[1:]:
+        typer.echo(line, err=True)
 
 
 @app.command("info")

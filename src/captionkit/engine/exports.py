@@ -362,6 +362,23 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def export_xmp(
+    results: Iterable[CaptionResult], *, sidecar_name: str = "full", replace_foreign: bool = False
+) -> Any:
+    """``results export --format xmp``: an XMP sidecar beside every stored image still on disk.
+
+    Not an :class:`Exporter` format: it writes no file of its own but one ``photo.jpg.xmp`` per
+    image (:mod:`captionkit.engine.metadata`), so it takes no ``--output``. Results are taken in
+    the store's order, so for an image captioned by several models the latest caption wins.
+    Returns the closed :class:`~captionkit.engine.metadata.MetadataSink` (its counts).
+    """
+    from captionkit.engine.metadata import write_sidecars
+
+    return write_sidecars(
+        (r for r in results if r.ok), sidecar_name=sidecar_name, replace_foreign=replace_foreign
+    )
+
+
 def export_rows(fmt: str, output: str | Path | None, rows: Iterable[dict[str, Any]]) -> Exporter:
     """Write ``rows`` in ``fmt`` to ``output`` in one go; the finished exporter (its counts)."""
     exporter = Exporter(fmt, output)

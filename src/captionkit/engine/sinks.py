@@ -132,6 +132,15 @@ class Sink(ABC):
         """``complete=False``: the run stopped early (an error, Ctrl-C)."""
         self.flush()
 
+    def report(self) -> list[str]:
+        """Lines for the end of the run (a sink that keeps per-image failures of its own,
+        such as the metadata writer, says what it did); none by default."""
+        return []
+
+    def failed_writes(self) -> int:
+        """Images this sink could not write although their caption was made (exit code 1)."""
+        return 0
+
 
 def check_writable(sinks: Iterable[Sink], inputs: Sequence[str] = ()) -> None:
     """Check every sink's targets before the model loads: one :class:`OutputError` line.
