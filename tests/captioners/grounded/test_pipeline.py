@@ -211,7 +211,11 @@ def test_missing_package_names_the_extra(monkeypatch):
 
 @pytest.mark.shared
 def test_real_models_on_a_shared_photo(yolox_weights, load_photo, photo_references):
-    """YOLOX-nano + the shipped scene classifier on a real photo: horses in the snow."""
+    """YOLOX-nano + the shipped scene classifier on a real photo: horses in the snow.
+
+    Only the white ground says snow here, and a white ground was snow 3 times in 9 on the
+    dev photos, so the calibrated policy (v6) leaves the place out rather than guess; the
+    classifier's sure "horse cart" still says what the horses do."""
     name = "109202801_c6381eef15.jpg"
     cap = create("grounded", detector="yolox", detector_weights=str(yolox_weights), threads=2)
     req = CaptionRequest()
@@ -219,5 +223,18 @@ def test_real_models_on_a_shared_photo(yolox_weights, load_photo, photo_referenc
     facts = out.extra["facts"]
     assert facts["counts"].get("horse") == 2
     text = out.candidates[0].text
-    assert "horses" in text and "snow" in text
+    assert "horses" in text and "pulling a cart" in text
+    assert facts["surface"] is None and facts["place"] is None and "snow" not in text
     assert any("horse" in ref for ref in photo_references[name])
+
+
+def test_tags_style_answers_with_ranked_tags_not_a_sentence(captioner):
+    """``--style tags`` on the grounded backend: the facts' tags (H20a's ``facts_to_tags``),
+    joined for the tag rules, the ranked rows in ``extra["tags"]``, no writer involved."""
+    req = CaptionRequest(style="tags")
+    out = captioner.caption_batch([captioner.preprocess(red_dog_image(), req)], req)[0]
+    text = out.candidates[0].text
+    assert not text.endswith(".") and text.split(", ")[0] == "dog"
+    rows = out.extra["tags"]
+    assert [r[0] for r in rows] == text.split(", ")
+    assert all(r[2] == "grounded" for r in rows) and out.extra["facts"]["counts"] == {"dog": 1}

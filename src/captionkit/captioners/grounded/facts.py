@@ -25,6 +25,7 @@ from captionkit.captioners.grounded.precision import (
     Rejected,
     apply_policy,
     choose_place,
+    hedged_activity_cues,
     pooled_cues,
 )
 from captionkit.captioners.grounded.relations import Relation, salient_relations
@@ -351,11 +352,17 @@ def build_facts(
     if policy is not None:
         labels = scene_fact.labels if scene_fact else []
         place = choose_place(
-            scene_fact, pooled_cues(labels, 2, policy.cue_min), [o.label for o in objects],
+            scene_fact, pooled_cues(labels, 2, policy.cue_floor), [o.label for o in objects],
             surface, ground, policy,
         )  # fmt: skip
         cues = pooled_cues(labels, 1, policy.activity_min)
-        if scene_fact is not None and scene_fact.place_confidence < policy.place_min:
+        cues += hedged_activity_cues(rejected, list(dict.fromkeys(o.label for o in objects)),
+                                     policy)  # fmt: skip
+        if (
+            scene_fact is not None
+            and scene_fact.place
+            and (scene_fact.place_confidence < policy.place_threshold(scene_fact.place))
+        ):
             scene_fact.place, scene_fact.place_confidence = None, 0.0
         if surface not in policy.surfaces:
             surface = None

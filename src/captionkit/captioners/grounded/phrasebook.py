@@ -45,6 +45,25 @@ ACTIVITIES: dict[tuple[str, str], str] = {
     ("cat", "bed"): "lying on a bed",
 }
 
+#: (subject, object detected but not named) -> what it still says the subject does, in words
+#: that name no object: a chair too unsure to name still says "sitting", unsure skis still
+#: say "skiing". Used only above ``Policy.hedged_activity_min`` (see ``precision``).
+HEDGED_ACTIVITIES: dict[tuple[str, str], str] = {
+    ("person", "chair"): "sitting",
+    ("person", "couch"): "sitting",
+    ("person", "bench"): "sitting",
+    ("person", "dining table"): "sitting",
+    ("person", "skis"): "skiing",
+    ("person", "snowboard"): "snowboarding",
+    ("person", "skateboard"): "skateboarding",
+    ("person", "surfboard"): "surfing",
+    ("person", "tennis racket"): "playing tennis",
+    ("person", "baseball bat"): "playing baseball",
+    ("person", "baseball glove"): "playing baseball",
+    ("person", "bicycle"): "cycling",
+    ("dog", "frisbee"): "jumping",
+}
+
 #: Detected objects that are only ever used in one kind of place: a boat is on water, skis
 #: are on snow. Trusted over the ground's colour (white surf reads as snow, a grey lake as
 #: nothing), below a scene or classifier place.
