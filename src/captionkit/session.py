@@ -139,6 +139,9 @@ class RunSpec(_Part):
     ignored: tuple[str, ...] = ()
     rewrite: str | None = None
     rewrite_options: dict[str, Any] = Field(default_factory=dict)
+    rerank: str | None = None  # --rerank clip[:MODEL]
+    rerank_facts_weight: float | None = None  # None: 0.5 over grounded, else 0
+    qa: Any = None  # captioners.qa.QAOptions; None: no QA
     request: CaptionRequest = Field(default_factory=CaptionRequest)
     #: Per-image prompts (``captionkit.prompts.PromptSet``: templates, a weighted choice);
     #: None: every image gets ``request.prompt``.
@@ -268,6 +271,10 @@ def build_run(
         raise ConfigError(f"--format must be one of {', '.join((*FORMATS, *EXPORT_FORMATS))}")
     cluster = _cluster(explicit)
     _check_metadata(explicit, cluster)
+    if explicit.get("rerank"):
+        from captionkit.captioners.rerank import check_rerank
+
+        check_rerank(explicit["rerank"], request.num_captions, explicit.get("rerank_facts_weight"))
     if captioner is not None:
         if options:
             raise ConfigError("backend options go to load_captioner(), not with a loaded captioner")
@@ -305,6 +312,9 @@ def build_run(
                 k: v for k, v in (explicit.get("rewrite_options") or {}).items() if v is not None
             },
             request=request,
+            rerank=explicit.get("rerank"),
+            rerank_facts_weight=explicit.get("rerank_facts_weight"),
+            qa=_qa_options(explicit),
             prompts=prompts if prompts is not None and prompts.dynamic else None,
             tags=tag_rules(settings.tags, explicit, trigger_word=settings.trigger_word),
             **_settings_parts(settings, explicit),
@@ -354,11 +364,30 @@ RUN_KEYS = frozenset(
     "prompt num_captions decoding num_beams do_sample temperature top_p top_k seed recursive "
     "include exclude sidecar output_dir format output force rewrite rewrite_options "
     "ray actors gpus_per_actor ray_resources image_column split prompt_file metadata keep_mtime "
-    "xmp_name".split()
+    "xmp_name rerank rerank_facts_weight qa qa_retry qa_min_clipscore qa_action qa_clip_model "
+    "qa_objects".split()
 ) | frozenset(
     "exclude_tags replace_tags always_first max_tags tag_separator tag_sort keep_tokens "
     "keep_underscores".split()
 ) | frozenset("videos video_every video_scenes video_max_frames video_mode".split())
+
+
+def _qa_options(explicit: Mapping[str, Any]) -> Any:
+    """``QAOptions`` when ``--qa`` or any ``--qa-*`` flag is given (they imply ``--qa``)."""
+    keys = ("qa_retry", "qa_min_clipscore", "qa_action", "qa_clip_model", "qa_objects")
+    if not explicit.get("qa") and all(explicit.get(k) is None for k in keys):
+        return None
+    from captionkit.captioners.qa import QAOptions
+
+    clip = explicit.get("qa_clip_model")
+    return QAOptions.build(
+        retry=explicit.get("qa_retry"),
+        min_clipscore=explicit.get("qa_min_clipscore"),
+        action=explicit.get("qa_action"),
+        objects=explicit.get("qa_objects"),
+        clipscore=False if clip == "none" else None,
+        clip_model=None if clip in (None, "none") else clip,
+    )
 
 
 def _check_metadata(explicit: Mapping[str, Any], cluster: ClusterSpec | None) -> None:
@@ -567,10 +596,16 @@ def load_backend(
     *,
     rewrite: str | None = None,
     rewrite_options: Mapping[str, Any] | None = None,
+    rerank: str | None = None,
+    rerank_facts_weight: float | None = None,
+    qa: Any = None,
     **options: Any,
 ) -> Captioner:
     """Build the captioner ``spec`` names (options validated by its Options model), wrapped
-    in the ``rewrite`` text LLM when one is named."""
+    in the ``rewrite`` text LLM, the ``rerank`` scorer and the ``qa`` checker when asked for.
+
+    The order matters: a rewritten caption is what gets re-ranked, and a caption QA
+    regenerates is re-ranked again before it is checked."""
     from captionkit.captioners import registry
 
     captioner = registry.create(spec, **options)
@@ -586,13 +621,28 @@ def load_backend(
                 **hosted_llm_options(rewrite, rewrite_options, key_source="--rewrite-api-key"),
             ),
         )
+    if rerank:
+        from captionkit.captioners.rerank import wrap_rerank
+
+        device = str(options.get("device") or "auto")
+        captioner = wrap_rerank(captioner, rerank, rerank_facts_weight, device=device)
+    if qa is not None:
+        from captionkit.captioners.qa import wrap_qa
+
+        captioner = wrap_qa(captioner, qa)
     return captioner
 
 
 def load(run: RunSpec) -> Captioner:
     """The run's captioner, loaded."""
     return load_backend(
-        run.backend, rewrite=run.rewrite, rewrite_options=run.rewrite_options, **run.options
+        run.backend,
+        rewrite=run.rewrite,
+        rewrite_options=run.rewrite_options,
+        rerank=run.rerank,
+        rerank_facts_weight=run.rerank_facts_weight,
+        qa=run.qa,
+        **run.options,
     )
 
 

@@ -25,6 +25,7 @@ __all__ = ["command", "parse_options"]
 INPUTS, MODEL, PROMPT, OUTPUT, RUN = "Inputs", "Model", "Prompt and decoding", "Output", "Run"
 TAGS = "Tag rules (tag captions: --style tags, taggers)"
 CLUSTER = "Cluster (Ray)"
+QUALITY = "Re-ranking and QA"
 
 
 def _opt(*decls: str, panel: str, **kw: Any) -> Any:
@@ -55,6 +56,14 @@ def command(
     rewrite: Annotated[str | None, _opt(panel=MODEL, help="Rewrite each description into the style with this text LLM (smollm2, hf:..., openai-compatible:NAME).")] = None,
     rewrite_base_url: Annotated[str | None, _opt(panel=MODEL, help="Server URL of the --rewrite model when it is served.")] = None,
     rewrite_api_key: Annotated[str | None, _opt(panel=MODEL, help="API key of the --rewrite model when it is hosted.")] = None,
+    rerank: Annotated[str | None, _opt(panel=QUALITY, help="Re-rank the --num-captions candidates by image-text similarity: clip (openai/clip-vit-base-patch32) or clip:MODEL (an HF CLIP/SigLIP id or folder).")] = None,
+    rerank_facts_weight: Annotated[float | None, _opt(panel=QUALITY, min=0.0, max=1.0, help="Weight of agreement with detected objects in the --rerank score (default 0.5 over grounded, else 0).")] = None,
+    qa: Annotated[bool, _opt("--qa", panel=QUALITY, help="Check every caption (CLIPScore, objects the detector does not see, loops, refusals, preambles, empty or cut-off text): extra.qa in JSONL, counts in the summary.")] = False,
+    qa_retry: Annotated[int | None, _opt("--qa-retry", panel=QUALITY, min=0, max=20, help="Regenerate a failing caption up to N times (sampling, new seed); keeps the first that passes, else the best. Implies --qa.")] = None,
+    qa_min_clipscore: Annotated[float | None, _opt("--qa-min-clipscore", panel=QUALITY, min=0.0, help="Flag captions whose CLIPScore (0-2.5) is below this, e.g. 0.6. Implies --qa.")] = None,
+    qa_action: Annotated[str | None, _opt("--qa-action", panel=QUALITY, help="mark (default: record in extra.qa) or fail (the image fails; the next run retries it). Implies --qa.")] = None,
+    qa_clip_model: Annotated[str | None, _opt("--qa-clip-model", panel=QUALITY, help="CLIP/SigLIP for the QA score (default openai/clip-vit-base-patch32); none: no CLIPScore (offline). Implies --qa.")] = None,
+    qa_objects: Annotated[bool | None, _opt("--qa-objects/--no-qa-objects", panel=QUALITY, help="Flag objects the caption names that the detector does not see (default on). Implies --qa.")] = None,
     dry_run: Annotated[bool, _opt("--dry-run", panel=RUN, help="Count the images and estimate tokens/cost; caption nothing.")] = False,
     stages: Annotated[str | None, _opt("--stages", panel=MODEL, help="A stages file (TOML: one table per stage with name, model or llm, style, prompt, options): describe -> shorten -> tag, each stage resumable; the last one is written.")] = None,
     style: Annotated[str | None, _opt("--style", "-s", panel=PROMPT, help="short, detailed, alt-text, social, training, tags.")] = None,
