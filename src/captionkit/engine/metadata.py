@@ -180,7 +180,10 @@ def tag_names(result: CaptionResult) -> list[str]:
 
 def writer_of(result: CaptionResult) -> str:
     """``captionkit 0.1.0 (hf:org/model)``: the value of ``photoshop:CaptionWriter``."""
-    spec = ":".join(p for p in (result.backend, result.model) if p)
+    model = result.model or ""
+    if result.backend and model.startswith(f"{result.backend}:"):  # "grounded:ssd+template"
+        model = model[len(result.backend) + 1 :]
+    spec = ":".join(p for p in (result.backend, model) if p)
     return f"{WRITER_PREFIX} {__version__} ({spec})" if spec else f"{WRITER_PREFIX} {__version__}"
 
 
