@@ -451,7 +451,9 @@ def test_tag_names_from_tagger_and_plain_lists():
 def test_writer_names_backend_and_model():
     assert writer_of(result("x")) == WRITER
     assert writer_of(CaptionResult(source="x", text="t")) == "captionkit 0.1.0"
-    grounded = CaptionResult(source="x", text="t", backend="grounded", model="grounded:ssd+template")
+    grounded = CaptionResult(
+        source="x", text="t", backend="grounded", model="grounded:ssd+template"
+    )
     assert writer_of(grounded).endswith("(grounded:ssd+template)")  # the backend named once
 
 

@@ -14,25 +14,14 @@ Sampling:
   with a sparse interval decodes a few frames per keyframe interval, not every frame.
   Containers that cannot seek fall back to decoding straight through.
 * **scene change** (``scenes`` threshold): the first frame, then the first frame of each new
-  shot. The score is the one PySceneDetect's ``ContentDetector`` uses (its default threshold,
-  27, means the same here): the mean absolute difference of the H, S and V channels between
-  consecutive frames, averaged over the three (weights 1, 1, 1, no edges), 0-255. We compute it
-  on frames scaled down to :data:`SCENE_SIDE` pixels (ffmpeg's scaler, in the decoder), which
-  PySceneDetect also does by default: it makes the score cheap and deaf to noise and grain.
-  We chose this over a grey-level mean difference (misses cuts between shots of equal
-  brightness but different colour) and over histogram distances (blind to a cut that moves the
-  same colours around), and over depending on PySceneDetect itself (it needs OpenCV). Cuts
-  closer than ``min_scene`` seconds (PySceneDetect's CLI default, 0.6 s) are ignored, so
-  flashes and fast pans do not produce a burst of frames. Two departures: hue is Pillow's
-  0-255 scale rather than OpenCV's 0-179 (hue weighs a little more), and hue differences are
-  taken around the colour circle (ContentDetector takes them straight, so grain in a red shot,
-  whose hues straddle 0 and 179, scores as a cut); thresholds carry over closely.
+  shot, by PySceneDetect's content score on small frames (the score, its threshold and why:
+  :mod:`captionkit.inputs.video_frames`).
 * ``max_frames`` caps the frames per video; for an interval sampling that would give more,
   the frames are spread evenly over the whole video instead of stopping early.
 
 ``mode="clip"`` makes one source per video instead: a few frames (``max_frames``, default 4)
 spread over the video (or its scene starts) tiled into one grid image, so every backend can
-caption a whole clip (see :func:`clip_grid`).
+caption a whole clip (see :func:`~captionkit.inputs.video_frames.clip_grid`).
 
 Animated GIF, WebP and PNG stay images (their first frame is captioned): they are picture
 formats people caption as pictures.
@@ -52,6 +41,14 @@ from typing import Any, Literal
 
 from captionkit.errors import ConfigError, ImageDecodeError, require
 from captionkit.inputs.sources import IMAGE_SUFFIXES, NEVER_IMAGES, Source
+from captionkit.inputs.video_frames import (
+    CLIP_FRAMES,
+    CLIP_HINT,
+    clip_frames,
+    clip_grid,
+    scene_starts,
+    upright,
+)
 
 #: Suffixes taken as videos without looking inside (the decoder still checks the content).
 VIDEO_SUFFIXES = frozenset(
@@ -77,17 +74,6 @@ VIDEO_SUFFIXES = frozenset(
 _PICTURE_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1", b"hevc", b"hevx")
 #: Seconds ahead beyond which the next sampled frame is reached by seeking, not decoding on.
 SEEK_GAP = 4.0
-#: Longest side, in pixels, of the frames the scene-change score is computed on.
-SCENE_SIDE = 128
-#: Frames tiled into one image in clip mode when ``max_frames`` is not given.
-CLIP_FRAMES = 4
-#: Longest side of one tile of the clip grid.
-TILE_SIDE = 512
-#: A hint a prompt-taking backend may be given with a clip grid (``meta["prompt_hint"]``).
-CLIP_HINT = (
-    "The image is a grid of {n} frames from one video, in time order left to right, top to "
-    "bottom. Describe the video as a whole: its subject, setting and what happens."
-)
 
 
 @dataclass(frozen=True)
@@ -128,7 +114,7 @@ def video_options(
     one-line hint to install ``captionkit[video]``, before any model loads).
     ``enabled=False`` (``--no-videos``) leaves them out, and is an error beside a video flag.
     """
-    given = {
+    given: dict[str, Any] = {
         k: v
         for k, v in (("every", every), ("scenes", scenes), ("max_frames", max_frames))
         if v is not None
@@ -408,56 +394,9 @@ class VideoReader:
     def scenes(
         self, threshold: float, min_scene: float = 0.6, max_frames: int | None = None
     ) -> Iterator[tuple[float, Any]]:
-        """The first frame, then the first frame of each scene (see the module docstring)."""
-        import numpy as np
-
-        width, height = self.stream.width or SCENE_SIDE, self.stream.height or SCENE_SIDE
-        scale = SCENE_SIDE / max(width, height, 1)
-        small_w, small_h = max(2, round(width * scale)), max(2, round(height * scale))
-        previous = None
-        last_cut: float | None = None
-        n = 0
-        for t, frame in self._decode():
-            small = frame.reformat(width=small_w, height=small_h, format="rgb24").to_image()
-            hsv = np.asarray(small.convert("HSV"), dtype=np.int16)
-            cut = previous is None
-            if previous is not None and (last_cut is None or t - last_cut >= min_scene):
-                cut = _content_score(hsv, previous) >= threshold
-            previous = hsv
-            if cut:
-                last_cut = t
-                yield t, frame
-                n += 1
-                if max_frames is not None and n >= max_frames:
-                    return
-
-
-def upright(frame: Any) -> Any:
-    """A decoded frame as an upright PIL image: phones store portrait video sideways with a
-    display matrix saying how to turn it (``frame.rotation``, degrees counter-clockwise), which
-    players apply and a captioner must too, or it describes a sideways world."""
-    from PIL import Image
-
-    image = frame.to_image()
-    turn = round(getattr(frame, "rotation", 0) or 0) % 360
-    if turn == 90:
-        return image.transpose(Image.Transpose.ROTATE_90)
-    if turn == 180:
-        return image.transpose(Image.Transpose.ROTATE_180)
-    if turn == 270:
-        return image.transpose(Image.Transpose.ROTATE_270)
-    return image
-
-
-def _content_score(hsv: Any, previous: Any) -> float:
-    """Mean absolute H, S, V difference (0-255), hue measured around its circle: red sits at
-    both ends of the hue scale, so a red shot's grain would otherwise read as a cut."""
-    import numpy as np
-
-    delta = np.abs(hsv - previous)
-    hue = delta[..., 0]
-    delta[..., 0] = np.minimum(hue, 256 - hue)
-    return float(delta.mean())
+        """The first frame, then the first frame of each scene (:func:`scene_starts`)."""
+        size = (self.stream.width, self.stream.height)
+        yield from scene_starts(self._decode(), size, threshold, min_scene, max_frames)
 
 
 def _frames(reader: VideoReader, options: VideoOptions) -> Iterator[tuple[float, Any]]:
@@ -528,75 +467,11 @@ def expand_video(
 # -- clip mode: one grid image per video ------------------------------------------------------
 
 
-def _clip_times(reader: VideoReader, options: VideoOptions, n: int) -> list[tuple[float, Any]]:
-    """``n`` frames spread over the video: the middles of ``n`` equal spans, or, with scene
-    sampling, ``n`` of the scene starts chosen evenly. Unknown length: decoded on, thinned."""
-    if options.scenes is not None:
-        picked = _thin(reader.scenes(options.scenes, options.min_scene), n)
-    elif reader.duration is not None:
-        duration = reader.duration
-        times = [(i + 0.5) * duration / n for i in range(n)]
-        picked = [(t, upright(f)) for t, f in reader.at_times(times)]
-    else:
-        picked = _thin(reader._interval_unknown(options.every, None), n)
-    return picked
-
-
-def _thin(frames: Iterator[tuple[float, Any]], n: int) -> list[tuple[float, Any]]:
-    """At most ``n`` frames spread evenly over a stream of unknown length, in bounded memory:
-    keep small copies; when ``2n`` are held, drop every other and take half as many after."""
-    kept: list[tuple[float, Any]] = []
-    stride = 1
-    for seen, (t, frame) in enumerate(frames):
-        if seen % stride == 0:
-            image = upright(frame)
-            image.thumbnail((TILE_SIDE, TILE_SIDE))
-            kept.append((t, image))
-            if len(kept) >= 2 * n:
-                kept = kept[::2]
-                stride *= 2
-    if len(kept) <= n:
-        return kept
-    step = len(kept) / n
-    return [kept[int(i * step + step / 2)] for i in range(n)]
-
-
-def clip_grid(images: list[Any], gap: int = 8) -> Any:
-    """Tile frames (PIL images) into one near-square grid, in reading order.
-
-    One image is what every backend takes, so this works with all of them. Chat VLMs that take
-    several images in one message (Qwen2-VL, Idefics, hosted GPT-4o/Gemini) would see each
-    frame at full size and know their order without a layout hint; that belongs in a
-    multi-image ``caption_batch`` input a backend declares as a capability, fed from a clip
-    source that carries the frames instead of their grid (``meta["frames_images"]``).
-    """
-    from PIL import Image
-
-    tiles = []
-    for image in images:
-        tile = image.convert("RGB")
-        tile.thumbnail((TILE_SIDE, TILE_SIDE))
-        tiles.append(tile)
-    cols = math.ceil(math.sqrt(len(tiles)))
-    rows = math.ceil(len(tiles) / cols)
-    cell_w = max(t.width for t in tiles)
-    cell_h = max(t.height for t in tiles)
-    grid = Image.new(
-        "RGB", (cols * cell_w + (cols - 1) * gap, rows * cell_h + (rows - 1) * gap), (0, 0, 0)
-    )
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, cols)
-        x = c * (cell_w + gap) + (cell_w - tile.width) // 2
-        y = r * (cell_h + gap) + (cell_h - tile.height) // 2
-        grid.paste(tile, (x, y))
-    return grid
-
-
 def _clip_source(video: Source, options: VideoOptions) -> Source:
     n = options.max_frames or CLIP_FRAMES
     try:
         with VideoReader(video.path or Path(video.key)) as reader:
-            picked = _clip_times(reader, options, n)
+            picked = clip_frames(reader, options, n)
     except ImageDecodeError as exc:
         return _failed(video, str(exc), frames=0)
     except _decode_errors() as exc:
