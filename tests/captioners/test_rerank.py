@@ -433,3 +433,19 @@ def test_missing_clip_is_one_line_at_the_first_batch(tmp_path: Path) -> None:
     wrapper = wrap_rerank(ListCaptioner(["a dog"]), f"clip:{tmp_path / 'nowhere'}", device="cpu")
     with pytest.raises(ModelLoadError, match="cannot load CLIP"):
         wrapper.caption_batch([held()], REQ3)
+
+
+class Drafted(ListCaptioner):
+    """A backend whose preprocessing resizes to 224 px (an HF captioner's draft side)."""
+
+    @property
+    def decode_size(self) -> int | None:
+        return 224
+
+
+def test_wrappers_pass_the_draft_side_on_and_keep_enough_pixels_for_clip() -> None:
+    from captionkit.captioners.rewrite import RewriteCaptioner
+
+    assert rerank(ListCaptioner(["a dog"])).decode_size is None  # full-size decode stays
+    assert rerank(Drafted(["a dog"])).decode_size == 384  # the CLIP copy needs its own side
+    assert RewriteCaptioner(Drafted(["a dog"]), llm=object()).decode_size == 224  # type: ignore[arg-type]

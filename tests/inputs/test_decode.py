@@ -187,3 +187,61 @@ def test_content_hash_is_sha256_of_bytes():
     assert content_hash(b"abc") == (
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
+
+
+def _big_photo(size=(2000, 1500)) -> Image.Image:
+    """A photo-like image: smooth gradients, waves and sensor noise."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
+    arr = np.stack(
+        [x / size[0] * 255, y / size[1] * 255, (np.sin(x / 30) + np.cos(y / 45)) * 60 + 128], -1
+    )
+    arr = arr + rng.normal(0, 4, arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype("uint8"))
+
+
+def test_jpeg_draft_decodes_small_but_never_below_the_model_side():
+    data = encode(_big_photo(), "JPEG", quality=90)
+    assert decode_image(data).size == (2000, 1500)
+    small = decode_image(data, draft=224)
+    assert small.size == (500, 375)  # 1/4 scale: 1/8 would make the short side 188 < 224
+    assert small.mode == "RGB"
+    assert decode_image(data, draft=1500).size == (2000, 1500)  # 1/2 would go below 1500
+
+
+def test_jpeg_draft_keeps_exif_rotation_and_both_sides():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(_big_photo(), "JPEG", quality=90, exif=exif.tobytes())
+    out = decode_image(data, draft=224)
+    assert out.size == (375, 500) and min(out.size) >= 224
+
+
+def test_draft_ignored_for_formats_without_it():
+    data = encode(_big_photo((600, 400)), "PNG")
+    assert decode_image(data, draft=100).size == (600, 400)
+
+
+def test_draft_limits_judge_the_stored_size():
+    data = encode(_big_photo(), "JPEG", quality=80)
+    with pytest.raises(ImageDecodeError, match="2000x1500 is over"):
+        decode_image(data, DecodeLimits(max_pixels=1_000_000), draft=224)
+
+
+def test_processor_sees_the_same_image_after_a_draft_decode():
+    """The model's processor resizes either way: from the draft its input differs from the
+    full decode's by less than one grey level on average."""
+    pytest.importorskip("transformers")
+    from transformers import CLIPImageProcessor, ViTImageProcessor
+
+    data = encode(_big_photo(), "JPEG", quality=90)
+    full, small = decode_image(data), decode_image(data, draft=224)
+    for proc in (
+        ViTImageProcessor(size={"height": 224, "width": 224}),
+        CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}),
+    ):
+        a = proc(images=full, return_tensors="np")["pixel_values"][0]
+        b = proc(images=small, return_tensors="np")["pixel_values"][0]
+        assert a.shape == b.shape == (3, 224, 224)
+        one_level = float(np.ptp(a)) / 255  # the processor's units per 8-bit grey level
+        assert float(np.abs(a - b).mean()) < one_level

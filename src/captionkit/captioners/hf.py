@@ -26,6 +26,7 @@ from captionkit.styles import get_style
 from captionkit.types import Candidate, CaptionOutput, CaptionRequest
 
 if TYPE_CHECKING:
+    from captionkit.captioners.hf_batching import BatchFit
     from captionkit.captioners.hf_loading import LoadedModel
 
 
@@ -39,6 +40,19 @@ class HFOptions(BackendOptions):
     quantize: Literal["4bit", "8bit"] | None = Field(
         None,
         description="Load in 4bit or 8bit (needs bitsandbytes and a GPU).",
+        json_schema_extra={"cli": True},
+    )
+    low_vram: bool = Field(
+        False,
+        description="Fit a model larger than the GPU: place layers on GPU and CPU "
+        "(device_map='auto' with CPU offload; needs accelerate and a CUDA GPU; slower).",
+        json_schema_extra={"cli": True},
+    )
+    min_new_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Generate at least this many tokens (= --max-new-tokens for "
+        "fixed-length benchmarks).",
         json_schema_extra={"cli": True},
     )
     trust_remote_code: bool = False
@@ -93,7 +107,18 @@ class HFCaptioner(Captioner[HFOptions]):
         opts = self.options
         # Fail fast on a wrong id or missing folder, but load the weights on first use: a
         # resumed run whose images are all in the results store then starts at once.
-        resolve_device(opts.device)  # "--device cuda" without a GPU: say so before any work
+        # "--device cuda" without a GPU: say so before any work
+        self.device = resolve_device(opts.device)
+        from captionkit.captioners.hf_loading import check_placement
+
+        check_placement(self.device, opts.quantize, opts.low_vram)  # before weights
+        self._fit: BatchFit | None = None
+        if self.device.startswith("cuda"):
+            # A ceiling the engine feeds one call; caption_batch halves it on out-of-memory.
+            from captionkit.captioners.hf_batching import CUDA_FEED, largest_remembered
+
+            known = largest_remembered(f"{self.model_label}|{self._card()}|")
+            self.default_batch_size = known or CUDA_FEED  # type: ignore[misc]
         self.checkpoint = inspect_checkpoint(
             model, trust_remote_code=opts.trust_remote_code, revision=opts.revision
         )
@@ -129,10 +154,57 @@ class HFCaptioner(Captioner[HFOptions]):
             attn_implementation=opts.attn_implementation,
             processor_options=opts.processor_options(),
             checkpoint=self.checkpoint,
+            low_vram=opts.low_vram,
         )
         if _has_chat_template(loaded) and loaded.tokenizer is not None:
             loaded.tokenizer.padding_side = "left"  # decoder-only batches must be left-padded
         return loaded
+
+    def _card(self) -> str:
+        """The device as the remembered batch sizes know it (GPU model and memory)."""
+        if not self.device.startswith("cuda"):
+            return self.device
+        import torch
+
+        props = torch.cuda.get_device_properties(torch.device(self.device))
+        return f"{props.name}:{props.total_memory // 2**20}MiB"
+
+    def fingerprint(self) -> str:
+        """Options that change captions; where the layers sit (--low-vram) does not."""
+        return self.options.model_dump_json(exclude_none=True, exclude={"low_vram"})
+
+    def batch_fit(self, request: CaptionRequest) -> BatchFit:
+        """The chunking that halves a batch on CUDA out-of-memory, keyed by model, card,
+        dtype, image size and generation length; one per loaded model (sizes remembered on
+        CUDA only)."""
+        from captionkit.captioners.hf_batching import BatchFit, fit_key
+
+        lm = self.loaded
+        d = request.decoding
+        key = None
+        if self.device.startswith("cuda"):
+            size = getattr(lm.image_processor, "size", None)
+            key = fit_key(
+                (
+                    self.model_label,
+                    self._card(),
+                    str(lm.dtype).replace("torch.", ""),
+                    self.options.quantize or "",
+                    _size_text(size),
+                    sorted(lm.processor_options.items()),
+                    f"{d.max_new_tokens}x{max(d.num_beams, request.num_captions)}",
+                )
+            )
+        if self._fit is None or self._fit.key != key:
+            self._fit = BatchFit(key)
+        return self._fit
+
+    @property
+    def decode_size(self) -> int | None:
+        """The side the image processor resizes every image to (at least), for a JPEG draft
+        decode (:func:`captionkit.inputs.decode.decode_image`); None when images keep a
+        pixel-count-dependent size (Qwen2-VL) or are not resized."""
+        return processor_side(self.loaded.image_processor)
 
     @property
     def is_chat(self) -> bool:
@@ -181,6 +253,8 @@ class HFCaptioner(Captioner[HFOptions]):
         # N greedy candidates come from a beam search at least N wide.
         kwargs.update(num_beams=max(d.num_beams, n if not d.do_sample else 1))
         kwargs["num_return_sequences"] = n
+        if self.options.min_new_tokens:  # fixed-length output: benchmarks, length floors
+            kwargs["min_new_tokens"] = min(self.options.min_new_tokens, d.max_new_tokens)
         if n > 1:
             kwargs.update(return_dict_in_generate=True, output_scores=True)
         tok = self.loaded.tokenizer
@@ -257,8 +331,26 @@ class HFCaptioner(Captioner[HFOptions]):
         )
 
     def caption_batch(self, inputs: list[Any], request: CaptionRequest) -> list[CaptionOutput]:
+        """Caption in chunks that fit the device: a CUDA out-of-memory halves the chunk and
+        retries it, so every image gets its output (see :mod:`hf_batching`). Chat VLM images
+        are grouped by size so a chunk's prompts need little padding; outputs keep input
+        order."""
         if self.is_chat and not self.structured_chat and len(inputs) > 1:
             return [out for x in inputs for out in self.caption_batch([x], request)]
+        fit = self.batch_fit(request)
+        if not self.is_chat or len(inputs) < 2:
+            return fit.run(inputs, lambda chunk: self._generate(chunk, request))
+        from captionkit.captioners.hf_batching import by_size_order
+
+        order = by_size_order([getattr(x, "size", (0, 0)) for x in inputs])
+        done = fit.run([inputs[i] for i in order], lambda c: self._generate(c, request))
+        outputs: list[CaptionOutput] = [None] * len(inputs)  # type: ignore[list-item]
+        for position, i in enumerate(order):
+            outputs[i] = done[position]
+        return outputs
+
+    def _generate(self, inputs: list[Any], request: CaptionRequest) -> list[CaptionOutput]:
+        """One ``generate`` call over ``inputs``."""
         import torch
 
         lm = self.loaded
@@ -267,11 +359,7 @@ class HFCaptioner(Captioner[HFOptions]):
             if self.is_chat
             else self._captioner_inputs(inputs, request)
         )
-        batch = {
-            k: (v.to(lm.device, dtype=lm.dtype) if v.is_floating_point() else v.to(lm.device))
-            for k, v in dict(batch).items()
-            if hasattr(v, "to")
-        }
+        batch = to_device(batch, lm.device, lm.dtype)
         from captionkit.captioners.hf_loading import transformers_log
         from captionkit.llm.hf_decoding import global_seed, seeded_generation
 
@@ -342,6 +430,60 @@ class HFCaptioner(Captioner[HFOptions]):
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+def processor_side(image_processor: Any) -> int | None:
+    """The largest side an image processor resizes to: ``height``/``width`` (ViT, BLIP),
+    ``shortest_edge`` (CLIP, GIT), ``longest_edge`` (Idefics3). None for pixel-count sizing
+    (``max_pixels``), no resizing, or a size it does not state."""
+    if image_processor is None or getattr(image_processor, "do_resize", True) is False:
+        return None
+    size = getattr(image_processor, "size", None)
+    if size is None:
+        return None
+    get = size.get if hasattr(size, "get") else lambda k: getattr(size, k, None)
+    if get("max_pixels") or get("min_pixels"):
+        return None
+    sides = [get(k) for k in ("height", "width")]
+    if all(isinstance(v, int) and v > 0 for v in sides):
+        return max(sides)
+    for key in ("shortest_edge", "longest_edge"):
+        value = get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _size_text(size: Any) -> str:
+    """An image processor's target size as ``height=224,width=224`` (a dict, transformers'
+    SizeDict, or anything else as written), unset entries left out."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(size) and not isinstance(size, type):
+        size = dataclasses.asdict(size)
+    if isinstance(size, dict) or hasattr(size, "items"):
+        return ",".join(f"{k}={v}" for k, v in sorted(dict(size).items()) if v is not None)
+    return str(size)
+
+
+def to_device(batch: Any, device: Any, dtype: Any) -> dict[str, Any]:
+    """Tensors of ``batch`` on ``device``; floating ones in the model's dtype.
+
+    On CUDA each tensor is pinned first and copied with ``non_blocking``: the copy from
+    page-locked memory runs by DMA, overlapping the host's next work instead of stalling it.
+    """
+    cuda = str(device).startswith("cuda")
+    moved: dict[str, Any] = {}
+    for k, v in dict(batch).items():
+        if not hasattr(v, "to"):
+            continue
+        if cuda and hasattr(v, "pin_memory"):
+            v = v.pin_memory()
+        kwargs: dict[str, Any] = {"non_blocking": True} if cuda else {}
+        if v.is_floating_point():
+            kwargs["dtype"] = dtype
+        moved[k] = v.to(device, **kwargs)
+    return moved
 
 
 PROBE = "captionkit-probe"

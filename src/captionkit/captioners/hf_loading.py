@@ -281,6 +281,37 @@ def _auto_class(transformers: Any, ckpt: Checkpoint, trust_remote_code: bool) ->
     return transformers.AutoModelForCausalLM
 
 
+def check_placement(device: str, quantize: str | None, low_vram: bool) -> None:
+    """Refuse, before any weights load, placements this machine cannot do: bitsandbytes'
+    4/8-bit kernels and accelerate's GPU/CPU split both need a CUDA GPU."""
+    if quantize and quantize not in ("4bit", "8bit"):
+        raise ConfigError("--quantize must be 4bit or 8bit")
+    cuda = device.startswith("cuda")
+    if quantize and not cuda:
+        raise ConfigError(
+            f"--quantize {quantize} needs a CUDA GPU (bitsandbytes), but the model runs on "
+            f"{device}; drop --quantize (or use --dtype bfloat16 to halve memory)"
+        )
+    if low_vram and not cuda:
+        raise ConfigError(
+            f"--low-vram splits a model between a CUDA GPU and the CPU, but the model runs on "
+            f"{device}; drop --low-vram"
+        )
+    if low_vram:
+        try:
+            import accelerate  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError("accelerate", "hf", "--low-vram") from None
+
+
+def placement_kwargs(low_vram: bool) -> dict[str, Any]:
+    """from_pretrained arguments for --low-vram: accelerate fills the GPU layer by layer and
+    keeps the rest in CPU memory, moving each layer in when it runs (slower, but it fits)."""
+    if not low_vram:
+        return {}
+    return {"device_map": "auto"}
+
+
 def _quantization(transformers: Any, quantize: str, torch_dtype: Any) -> dict[str, Any]:
     if quantize not in ("4bit", "8bit"):
         raise ConfigError("--quantize must be 4bit or 8bit")
@@ -336,6 +367,7 @@ def load_model(
     attn_implementation: str | None = None,
     processor_options: dict[str, Any] | None = None,
     checkpoint: Checkpoint | None = None,
+    low_vram: bool = False,
 ) -> LoadedModel:
     """Load model + processor pieces for ``model_id`` (a hub id or a local folder).
 
@@ -354,6 +386,7 @@ def load_model(
             flag
             for flag, value in (
                 ("--quantize", quantize),
+                ("--low-vram", low_vram),
                 ("-o attn_implementation", attn_implementation),
             )
             if value
@@ -364,6 +397,7 @@ def load_model(
                 f"support {' or '.join(unsupported)}; leave it out"
             )
         return _load_arch(ckpt, dev, torch_dtype, revision, options)
+    check_placement(dev, quantize, low_vram)
     common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:
         common["revision"] = revision
@@ -376,6 +410,7 @@ def load_model(
         trust_remote_code=trust_remote_code,
         revision=revision,
         attn_implementation=attn_implementation,
+        low_vram=low_vram,
     )
     return LoadedModel(model, processor, image_processor, tokenizer, dev, torch_dtype, applied)
 
@@ -389,8 +424,12 @@ def load_weights(
     trust_remote_code: bool = False,
     revision: str | None = None,
     attn_implementation: str | None = None,
+    low_vram: bool = False,
 ) -> Any:
-    """The model with every weight it needs from the checkpoint (or a ModelLoadError)."""
+    """The model with every weight it needs from the checkpoint (or a ModelLoadError).
+
+    Attention: transformers picks SDPA by default where the class supports it (ViT, GPT-2,
+    Idefics3, LLaVA...; not BLIP or GIT); ``-o attn_implementation`` overrides."""
     transformers = require("transformers", "hf", "Hugging Face models")
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if revision:
@@ -399,6 +438,8 @@ def load_weights(
         kwargs["attn_implementation"] = attn_implementation
     if quantize:
         kwargs.update(_quantization(transformers, quantize, torch_dtype))
+    elif low_vram:
+        kwargs.update(placement_kwargs(low_vram))
     auto = _auto_class(transformers, ckpt, trust_remote_code)
     with transformers_log() as held:
         try:
@@ -415,7 +456,7 @@ def load_weights(
     # check_weights judged the load report: what is left (checkpoint tensors the class does not
     # use, such as old GPT-2 mask buffers) cannot make a caption wrong.
     replay([r for r in held if "LOAD REPORT" not in r.getMessage()])
-    if not quantize:
+    if not quantize and not low_vram:  # device_map placed them (accelerate's hooks move them)
         model.to(dev)
     model.eval()
     return model

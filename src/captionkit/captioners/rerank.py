@@ -108,6 +108,12 @@ class ImageWrapper(Captioner):
             return list(inputs)
         return [h.input for h in inputs]
 
+    @property
+    def decode_size(self) -> int | None:
+        """The inner model's draft side, but never below what the CLIP copy needs."""
+        side = self.inner.decode_size
+        return None if side is None else max(side, 384)  # SigLIP-384 at most
+
     def estimate(
         self, sizes: list[tuple[int, int]], request: CaptionRequest | None = None
     ) -> dict[str, Any] | None:

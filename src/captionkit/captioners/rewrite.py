@@ -90,6 +90,10 @@ class RewriteCaptioner(Captioner):
     def model_label(self) -> str:
         return f"{self.first.name}:{self.first.model_label} -> {self.llm.label}"
 
+    @property
+    def decode_size(self) -> int | None:
+        return self.first.decode_size  # the describing model sees the pixels
+
     def preprocess(self, image: Image, request: CaptionRequest) -> Any:
         return self.first.preprocess(image, self.describe_request(request))
 

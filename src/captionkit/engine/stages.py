@@ -230,7 +230,7 @@ class Stages:
             image = (
                 normalize_image(img, opts.decode)
                 if data is None
-                else decode_image(data, opts.decode)
+                else decode_image(data, opts.decode, draft=cap.decode_size)
             )
             item.input = cap.preprocess(image, request)
         except ImageDecodeError as exc:
