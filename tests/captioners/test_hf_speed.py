@@ -138,7 +138,15 @@ def test_cuda_feed_size_comes_from_what_was_remembered(tiny_vit_gpt2, monkeypatc
     hf_batching.remember(f"{label}|FakeGPU:81920MiB|float32|x", 48, 96)
     assert create(f"hf:{tiny_vit_gpt2}").default_batch_size == 48
     monkeypatch.undo()
-    assert create(f"hf:{tiny_vit_gpt2}", device="cpu").default_batch_size == 8
+    assert create(f"hf:{tiny_vit_gpt2}", device="cpu").default_batch_size == 16
+
+
+def test_cpu_batch_is_wider_for_captioners_than_for_chat_vlms(tiny_vit_gpt2, tmp_path):
+    from helpers.tiny_models import build_idefics3
+
+    assert create(f"hf:{tiny_vit_gpt2}", device="cpu").default_batch_size == 16
+    chat = build_idefics3(tmp_path / "idefics3")
+    assert create(f"hf:{chat}", device="cpu").default_batch_size == 8
 
 
 def test_damaged_cache_file_is_ignored(tmp_path):
