@@ -83,6 +83,15 @@ def tiny_llava(tmp_path_factory) -> Path:
     return build_llava(tmp_path_factory.mktemp("llava"))
 
 
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from helpers.tiny_models import build_clip
+
+    return build_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
 @pytest.fixture
 def photo_dir(tmp_path) -> Path:
     """Good images (JPEG, PNG, one in a sub-folder) plus every kind of bad input."""

@@ -531,13 +531,6 @@ def test_through_the_engine_with_action_fail(tmp_path: Path) -> None:
 
 
 # -- CLIPScore with a tiny random CLIP -------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from eval.test_clipscore import _build_tiny_clip  # the eval tests' builder (pythonpath=tests)
-
-    return _build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
 def test_clipscore_is_hessel_clip_s(tiny_clip: Path) -> None:

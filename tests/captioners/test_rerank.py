@@ -326,13 +326,6 @@ def test_through_the_engine(tmp_path: Path) -> None:
 
 
 # -- real (tiny, random) CLIP and SigLIP -------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from eval.test_clipscore import _build_tiny_clip  # the eval tests' builder (pythonpath=tests)
-
-    return _build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
 def _build_tiny_siglip(out: Path) -> Path:

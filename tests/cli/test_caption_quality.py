@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -23,13 +22,6 @@ def _caption(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     return int(exc.value.code or 0), capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from eval.test_clipscore import _build_tiny_clip
-
-    return _build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
 def test_qa_records_checks_in_jsonl_and_counts_them_in_the_summary(

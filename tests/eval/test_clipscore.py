@@ -37,46 +37,6 @@ def test_weight_and_scale_invariance() -> None:
     assert (a >= 0).all() and (a <= 1).all()
 
 
-def _build_tiny_clip(out: Path) -> Path:
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    words = ["<pad>", "<unk>", "<s>", "</s>", "a", "photo", "depicts", "dog", "cat", "runs",
-             "on", "the", "grass", "sleeps", "sofa", "red", "square"]  # fmt: skip
-    tk = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tk.normalizer = normalizers.Lowercase()
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)]
-    )
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
-    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-    cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(words), max_position_embeddings=16, eos_token_id=3,
-                         pad_token_id=0, bos_token_id=2, **small),
-        vision_config=dict(image_size=32, patch_size=8, **small),
-        projection_dim=16,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    CLIPModel(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    CLIPImageProcessorPil(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-    ).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    return _build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
-
-
 def test_tiny_clip_end_to_end(tiny_clip: Path, tiny_dataset: Path) -> None:
     scorer = ClipScorer.load(str(tiny_clip))
     images = {p.name: p for p in sorted((tiny_dataset / "images").iterdir())}

@@ -389,3 +389,37 @@ def build_idefics3(out: Path) -> Path:
         image_processor=image_processor, tokenizer=tok, image_seq_len=4, chat_template=template
     ).save_pretrained(out)
     return out
+
+
+def build_clip(out: Path) -> Path:
+    """A tiny random CLIP (word-level tokenizer, 32 px images): CLIPScore, re-ranking, QA."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    words = ["<pad>", "<unk>", "<s>", "</s>", "a", "photo", "depicts", "dog", "cat", "runs",
+             "on", "the", "grass", "sleeps", "sofa", "red", "square"]  # fmt: skip
+    tk = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tk.normalizer = normalizers.Lowercase()
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=len(words), max_position_embeddings=16, eos_token_id=3,
+                         pad_token_id=0, bos_token_id=2, **small),
+        vision_config=dict(image_size=32, patch_size=8, **small),
+        projection_dim=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    CLIPModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    CLIPImageProcessorPil(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(out)
+    return out

@@ -437,13 +437,6 @@ class QACaptioner(ImageWrapper):
         with self._lock:
             return {**self.inner.stats(), **{k: self.counts[k] for k in order if self.counts[k]}}
 
-    def close(self) -> None:
-        try:
-            if self._scorer is not None:
-                Scorers.release(self._scorer)
-                self._scorer = None
-        finally:
-            self.inner.close()
 
 
 def wrap_qa(inner: Captioner, options: QAOptions | None = None) -> Captioner:

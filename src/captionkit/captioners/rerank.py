@@ -91,6 +91,8 @@ class ImageWrapper(Captioner):
         ):  # fmt: skip
             setattr(self, attr, getattr(inner, attr))
         self._lock = threading.Lock()
+        #: The shared CLIP scorer a subclass took from :class:`Scorers` (released at close).
+        self._scorer: Any = None
 
     @property
     def model_label(self) -> str:
@@ -123,7 +125,12 @@ class ImageWrapper(Captioner):
         return dict(self.inner.stats())
 
     def close(self) -> None:
-        self.inner.close()
+        try:
+            if self._scorer is not None:
+                Scorers.release(self._scorer)
+                self._scorer = None
+        finally:
+            self.inner.close()
 
 
 # -- objects the caption names, objects the detector sees ------------------------------------
@@ -370,13 +377,6 @@ class RerankCaptioner(ImageWrapper):
         with self._lock:
             return {**self.inner.stats(), **self.counts}
 
-    def close(self) -> None:
-        try:
-            if self._scorer is not None:
-                Scorers.release(self._scorer)
-                self._scorer = None
-        finally:
-            self.inner.close()
 
 
 def wrap_rerank(

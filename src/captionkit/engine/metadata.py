@@ -57,9 +57,9 @@ from pathlib import Path
 from captionkit import __version__
 from captionkit.engine.exiftool import Exiftool, arg_line, check_exiftool, file_arg, json_tags
 from captionkit.engine.exiftool import ExiftoolMissingError as ExiftoolMissingError  # re-export
-from captionkit.engine.sinks import SidecarSink, Sink, probe_folder
+from captionkit.engine.sinks import SidecarSink, Sink, input_folders, probe_folder
 from captionkit.errors import ConfigError, OutputError
-from captionkit.inputs.sources import Source, is_url
+from captionkit.inputs.sources import Source
 from captionkit.types import CaptionResult
 
 MODES = ("xmp", "embed")
@@ -395,13 +395,7 @@ class MetadataSink(Sink):
     # -- the rest of the Sink interface ------------------------------------------------------
     def check(self, inputs: Sequence[str] = ()) -> None:
         check_exiftool(self._exe)
-        folders: list[Path] = []
-        for item in inputs:
-            if item == "-" or is_url(item):
-                continue
-            path = Path(item).expanduser()
-            folders.append(path if path.is_dir() else path.parent)
-        for folder in dict.fromkeys(folders):
+        for folder in dict.fromkeys(input_folders(inputs)):
             try:
                 probe_folder(folder)
             except OSError as exc:

@@ -28,7 +28,7 @@ import stat
 import sys
 from abc import ABC, abstractmethod
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TextIO
@@ -112,6 +112,17 @@ def probe_folder(folder: Path) -> None:
     probe = folder / f".captionkit-probe-{os.getpid()}-{secrets.token_hex(4)}.tmp"
     os.close(_create(probe, None))
     probe.unlink()
+
+
+def input_folders(inputs: Sequence[str]) -> list[Path]:
+    """The folders that files written beside the inputs land in (URLs and stdin have none)."""
+    folders: list[Path] = []
+    for item in inputs:
+        if item == "-" or is_url(item):
+            continue
+        path = Path(item).expanduser()
+        folders.append(path if path.is_dir() else path.parent)
+    return folders
 
 
 class Sink(ABC):
@@ -329,14 +340,21 @@ class SidecarSink(Sink):
         for target, text in zip(targets, texts, strict=False):
             self._write_one(target, text)
 
-    def _write_one(self, target: Path, text: str) -> None:
+    def _write_one(
+        self,
+        target: Path,
+        text: str,
+        merge: Callable[[str, str], str | None] | None = None,
+    ) -> None:
+        """Write ``text`` to ``target`` under the ``--existing`` rule; ``merge`` combines it
+        with what the file holds (default: the image sidecar's append/prepend)."""
         try:
             if target.exists():
                 if self.existing == "skip":
                     return
                 old = target.read_text(encoding="utf-8", errors="surrogateescape").strip()
                 if old:
-                    merged = self._merge(old, text)
+                    merged = (merge or self._merge)(old, text)
                     if merged is None:
                         return
                     text = merged
@@ -358,15 +376,7 @@ class SidecarSink(Sink):
         )
 
     def check(self, inputs: Sequence[str] = ()) -> None:
-        if self.output_dir is not None:
-            folders = [self.output_dir]
-        else:
-            folders = []
-            for item in inputs:
-                if item == "-" or is_url(item):
-                    continue
-                path = Path(item).expanduser()
-                folders.append(path if path.is_dir() else path.parent)
+        folders = [self.output_dir] if self.output_dir is not None else input_folders(inputs)
         for folder in dict.fromkeys(folders):
             try:
                 probe_folder(folder)

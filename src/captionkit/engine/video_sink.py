@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from captionkit.engine.sinks import SidecarSink, Sink, atomic_write_text
+from captionkit.engine.sinks import SidecarSink, Sink
 from captionkit.inputs.sources import Source, looks_like_image
 from captionkit.inputs.video import is_video, timestamp
 from captionkit.types import CaptionResult
@@ -162,20 +162,7 @@ class VideoSidecarSink(SidecarSink):
         target = self.video_target(source)
         if target is None:
             return
-        text = self._text(state)
-        try:
-            if target.exists():
-                if self.existing == "skip":
-                    return
-                old = target.read_text(encoding="utf-8", errors="surrogateescape").strip()
-                if old:
-                    merged = self._merge_video(old, text)
-                    if merged is None:
-                        return
-                    text = merged
-            atomic_write_text(target, text + "\n")
-        except OSError as exc:
-            raise self._error(target, exc) from None
+        self._write_one(target, self._text(state), merge=self._merge_video)
 
     def close(self, *, complete: bool = True) -> None:
         """Videos still gathering (a run stopped early) get no sidecar: the rerun finishes
