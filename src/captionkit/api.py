@@ -53,7 +53,9 @@ def load_captioner(
     return load(run)
 
 
-def _sources(inputs: Any) -> Iterator[Source]:
+def _sources(inputs: Any, video: Any = None) -> Iterator[Source]:
+    """Images, paths and URLs as sources; ``video``: how video files are sampled (None:
+    videos are not inputs)."""
     from PIL.Image import Image
 
     if isinstance(inputs, (str, Path, Image)):
@@ -65,7 +67,7 @@ def _sources(inputs: Any) -> Iterator[Source]:
             # A missing path fails alone (its result carries the error), like a bad image.
             yield Source(key=str(item), path=Path(item).expanduser())
         else:
-            yield from iter_sources([str(item)])
+            yield from iter_sources([str(item)], video=video)
 
 
 def caption(
@@ -125,7 +127,7 @@ def caption(
     )
     outcome = execute(
         run,
-        _sources(inputs),
+        _sources(inputs, run.inputs.video),
         sinks=[],
         captioner=loaded,
         progress=make_progress(progress),

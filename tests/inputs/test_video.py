@@ -733,3 +733,14 @@ def test_cli_video_flag_mistakes_are_one_line(tmp_path, clip, capsys, monkeypatc
         assert exc.value.code == 2 and len(err.strip().splitlines()) == 1, err
         assert fragment in err and "Traceback" not in err
     assert not (clip.parent / "clip.txt").exists()
+
+
+def test_python_api_captions_a_video_frame_by_frame(clip):
+    from captionkit import caption
+    from helpers.fakes import registered
+
+    with registered():
+        results = caption(clip, model="fake", store="none")
+    keys = [r.source for r in results]
+    assert keys and all(k.startswith(f"{clip}#t=") for k in keys)
+    assert all(r.ok for r in results)

@@ -185,7 +185,7 @@ def _stages(
     skipped: Counter[str] = Counter()
     outcome = multistage.execute(
         planned,
-        session.sources(run, stdin=stdin, skipped=skipped),
+        session.sources(run, stdin=stdin, skipped=skipped, sinks=sinks),
         sinks=sinks,
         progress=_progress(planned[-1].run, progress),
         on_stage=started,
