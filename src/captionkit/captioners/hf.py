@@ -453,8 +453,8 @@ def processor_side(image_processor: Any) -> int | None:
     get = size.get if hasattr(size, "get") else lambda k: getattr(size, k, None)
     if get("max_pixels") or get("min_pixels"):
         return None
-    sides = [get(k) for k in ("height", "width")]
-    if all(isinstance(v, int) and v > 0 for v in sides):
+    sides = [v for v in (get("height"), get("width")) if isinstance(v, int) and v > 0]
+    if len(sides) == 2:
         return max(sides)
     for key in ("shortest_edge", "longest_edge"):
         value = get(key)
