@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from captionkit.captioners.base import BackendOptions, Captioner
+from captionkit.captioners.hf_batching import processor_side, size_text, to_device
 from captionkit.styles import finish as finish_text
 from captionkit.styles import get_style
 from captionkit.types import Candidate, CaptionOutput, CaptionRequest
@@ -199,7 +200,7 @@ class HFCaptioner(Captioner[HFOptions]):
                     self._card(),
                     str(lm.dtype).replace("torch.", ""),
                     self.options.quantize or "",
-                    _size_text(size),
+                    size_text(size),
                     sorted(lm.processor_options.items()),
                     f"{d.max_new_tokens}x{max(d.num_beams, request.num_captions)}",
                 )
@@ -439,60 +440,6 @@ class HFCaptioner(Captioner[HFOptions]):
                 torch.cuda.empty_cache()
         except ImportError:
             pass
-
-
-def processor_side(image_processor: Any) -> int | None:
-    """The largest side an image processor resizes to: ``height``/``width`` (ViT, BLIP),
-    ``shortest_edge`` (CLIP, GIT), ``longest_edge`` (Idefics3). None for pixel-count sizing
-    (``max_pixels``), no resizing, or a size it does not state."""
-    if image_processor is None or getattr(image_processor, "do_resize", True) is False:
-        return None
-    size = getattr(image_processor, "size", None)
-    if size is None:
-        return None
-    get = size.get if hasattr(size, "get") else lambda k: getattr(size, k, None)
-    if get("max_pixels") or get("min_pixels"):
-        return None
-    sides = [v for v in (get("height"), get("width")) if isinstance(v, int) and v > 0]
-    if len(sides) == 2:
-        return max(sides)
-    for key in ("shortest_edge", "longest_edge"):
-        value = get(key)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def _size_text(size: Any) -> str:
-    """An image processor's target size as ``height=224,width=224`` (a dict, transformers'
-    SizeDict, or anything else as written), unset entries left out."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(size) and not isinstance(size, type):
-        size = dataclasses.asdict(size)
-    if isinstance(size, dict) or hasattr(size, "items"):
-        return ",".join(f"{k}={v}" for k, v in sorted(dict(size).items()) if v is not None)
-    return str(size)
-
-
-def to_device(batch: Any, device: Any, dtype: Any) -> dict[str, Any]:
-    """Tensors of ``batch`` on ``device``; floating ones in the model's dtype.
-
-    On CUDA each tensor is pinned first and copied with ``non_blocking``: the copy from
-    page-locked memory runs by DMA, overlapping the host's next work instead of stalling it.
-    """
-    cuda = str(device).startswith("cuda")
-    moved: dict[str, Any] = {}
-    for k, v in dict(batch).items():
-        if not hasattr(v, "to"):
-            continue
-        if cuda and hasattr(v, "pin_memory"):
-            v = v.pin_memory()
-        kwargs: dict[str, Any] = {"non_blocking": True} if cuda else {}
-        if v.is_floating_point():
-            kwargs["dtype"] = dtype
-        moved[k] = v.to(device, **kwargs)
-    return moved
 
 
 PROBE = "captionkit-probe"
