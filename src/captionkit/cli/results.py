@@ -8,9 +8,14 @@ The training-ready formats are :mod:`captionkit.engine.exports`'.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from captionkit.types import CaptionResult
 
 app = typer.Typer(help="Inspect and export the results store.", no_args_is_help=True)
 
@@ -55,7 +60,6 @@ def export(
     """Write every stored caption as JSONL or CSV, as a training-ready dataset, or as XMP sidecars."""
     from captionkit.engine.exports import EXPORT_FORMATS
     from captionkit.engine.sinks import StreamSink
-    from captionkit.engine.store import ResultStore
     from captionkit.errors import ConfigError
     from captionkit.inputs.sources import Source
 
@@ -65,23 +69,18 @@ def export(
         return _export_xmp(output, store, source, backend, model, xmp_name, replace_descriptions)
     if source is not None or fmt in EXPORT_FORMATS:
         return _export_rows(fmt, output, store, source, backend, model)
-    path = _store_path(store)
     sink = StreamSink(fmt, output)
     sink.check()
     n = 0
-    if path.exists() or store:
-        db = ResultStore(path, readonly=True)
-        try:
-            for result in db.iter_results(backend=backend, model=model):
-                sink.write(result, Source(key=result.source))
-                n += 1
-        except BaseException:
-            sink.discard()  # a half export never replaces an earlier --output file
-            raise
-        finally:
-            db.close()
+    try:
+        for result in _stored_results(store, None, backend, model):
+            sink.write(result, Source(key=result.source))
+            n += 1
+    except BaseException:
+        sink.discard()  # a half export never replaces an earlier --output file
+        raise
     sink.close()
-    typer.echo(f"{n} results exported from {path}", err=True)
+    typer.echo(f"{n} results exported from {_store_path(store)}", err=True)
 
 
 def _export_rows(
@@ -93,33 +92,16 @@ def _export_rows(
     model: str | None,
 ) -> None:
     """The training-ready formats (and anything ``--from`` a cluster output folder)."""
-    from collections.abc import Iterator
-    from typing import Any
 
     from captionkit.engine.exports import EXPORT_FORMATS, export_rows, result_row, row_result
     from captionkit.engine.sinks import StreamSink
-    from captionkit.engine.store import ResultStore
     from captionkit.inputs.sources import Source
 
     def rows() -> Iterator[dict[str, Any]]:
-        if source is not None:
-            from captionkit.cluster.output import read_rows
-
-            for row in read_rows(source):
-                if (backend is None or row["backend"] == backend) and (
-                    model is None or row["model"] == model
-                ):
-                    yield row
-            return
-        path = _store_path(store)
-        if not path.exists() and not store:
-            return
-        db = ResultStore(path, readonly=True)
-        try:
-            for result in db.iter_results(backend=backend, model=model):
-                yield result_row(result)
-        finally:
-            db.close()
+        if source is not None:  # a cluster's rows as they are (their carried columns too)
+            yield from _cluster_rows(source, backend, model)
+        else:
+            yield from map(result_row, _stored_results(store, source, backend, model))
 
     where = source or _store_path(store)
     if fmt in EXPORT_FORMATS:
@@ -141,6 +123,40 @@ def _export_rows(
     typer.echo(f"{n} results exported from {where}", err=True)
 
 
+def _cluster_rows(
+    source: str, backend: str | None, model: str | None
+) -> Iterator[dict[str, Any]]:
+    """The rows of a cluster output folder (``--from``), filtered by backend and model."""
+    from captionkit.cluster.output import read_rows
+
+    for row in read_rows(source):
+        if (backend is None or row["backend"] == backend) and (
+            model is None or row["model"] == model
+        ):
+            yield row
+
+
+def _stored_results(
+    store: str | None, source: str | None, backend: str | None, model: str | None
+) -> Iterator[CaptionResult]:
+    """The results to export: a cluster output folder's (``--from``), else the store's."""
+    if source is not None:
+        from captionkit.engine.exports import row_result
+
+        yield from map(row_result, _cluster_rows(source, backend, model))
+        return
+    from captionkit.engine.store import ResultStore
+
+    path = _store_path(store)
+    if not path.exists() and not store:
+        return
+    db = ResultStore(path, readonly=True)
+    try:
+        yield from db.iter_results(backend=backend, model=model)
+    finally:
+        db.close()
+
+
 def _export_xmp(
     output: str,
     store: str | None,
@@ -151,11 +167,9 @@ def _export_xmp(
     replace: bool,
 ) -> None:
     """``--format xmp``: a sidecar beside each stored image that is still on this machine."""
-    from collections.abc import Iterator
 
     from captionkit.engine.exports import export_xmp
     from captionkit.errors import ConfigError
-    from captionkit.types import CaptionResult
 
     if output != "-":
         raise ConfigError(
@@ -163,29 +177,8 @@ def _export_xmp(
             "managers look: leave out --output"
         )
 
-    def results() -> Iterator[CaptionResult]:
-        if source is not None:
-            from captionkit.cluster.output import read_rows
-            from captionkit.engine.exports import row_result
-
-            for row in read_rows(source):
-                if (backend is None or row["backend"] == backend) and (
-                    model is None or row["model"] == model
-                ):
-                    yield row_result(row)
-            return
-        from captionkit.engine.store import ResultStore
-
-        path = _store_path(store)
-        if not path.exists() and not store:
-            return
-        db = ResultStore(path, readonly=True)
-        try:
-            yield from db.iter_results(backend=backend, model=model)
-        finally:
-            db.close()
-
-    done = export_xmp(results(), sidecar_name=xmp_name, replace_foreign=replace)
+    results = _stored_results(store, source, backend, model)
+    done = export_xmp(results, sidecar_name=xmp_name, replace_foreign=replace)
     where = source or _store_path(store)
     typer.echo(f"{done.written} XMP sidecars written from {where}", err=True)
     for line in done.report()[1:]:
