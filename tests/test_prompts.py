@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-from captionkit.cli.main import run
 from captionkit.engine.batch import caption_records
 from captionkit.engine.runner import Runner, RunOptions
 from captionkit.engine.store import ResultStore
@@ -31,6 +29,7 @@ from captionkit.prompts import (
     resolve,
 )
 from captionkit.types import Candidate, CaptionOutput, CaptionRequest
+from helpers.cli import run_cli as cli
 from helpers.fakes import FakeCaptioner, registered, write_image
 
 
@@ -256,15 +255,6 @@ def test_records_fill_column_variables_from_their_row(tmp_path):
 # -- the command line ----------------------------------------------------------------------
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """``captionkit ARGS`` in-process, as the console script runs: (exit code, out, err)."""
-    capsys.readouterr()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sys, "argv", ["captionkit", *args])
-        with pytest.raises(SystemExit) as exc:
-            run()
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err  # type: ignore[return-value]
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from captionkit.captioners.base import Captioner
-from captionkit.captioners.grounded.detectors import Detection
 from captionkit.captioners.qa import (
     FLAGS,
     QACaptioner,
@@ -29,6 +28,7 @@ from captionkit.captioners.qa import (
 from captionkit.captioners.rerank import Held, ObjectSeer
 from captionkit.errors import ConfigError
 from captionkit.types import Candidate, CaptionOutput, CaptionRequest, Decoding
+from helpers.fakes import FakeDetector
 
 LOOP = "The sky is a canvas, the sky is a canvas, the sky is a canvas"
 
@@ -229,16 +229,6 @@ class FakeScorer:
     def score_images(self, images, texts):
         self.calls += 1
         return [np.array([2.0 if "dog" in t.lower() else 0.5 for t in group]) for group in texts]
-
-
-class FakeDetector:
-    def __init__(self, labels: list[str]) -> None:
-        self.labels = labels
-        self.batches: list[int] = []
-
-    def detect_batch(self, arrays):
-        self.batches.append(len(arrays))
-        return [[Detection(label, 0.9, (0, 0, 4, 4)) for label in self.labels] for _ in arrays]
 
 
 class Scripted(Captioner):

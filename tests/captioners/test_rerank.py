@@ -16,7 +16,6 @@ import pytest
 from PIL import Image
 
 from captionkit.captioners.base import BackendOptions, Captioner
-from captionkit.captioners.grounded.detectors import Detection
 from captionkit.captioners.rerank import (
     DEFAULT_CLIP,
     KEEP_SIDE,
@@ -31,6 +30,7 @@ from captionkit.captioners.rerank import (
 )
 from captionkit.errors import ConfigError
 from captionkit.types import Candidate, CaptionOutput, CaptionRequest
+from helpers.fakes import FakeDetector
 
 
 class FakeScorer:
@@ -52,16 +52,6 @@ class FakeScorer:
             )
             for group in texts
         ]
-
-
-class FakeDetector:
-    def __init__(self, labels: list[str]) -> None:
-        self.labels = labels
-        self.batches: list[int] = []
-
-    def detect_batch(self, arrays):
-        self.batches.append(len(arrays))
-        return [[Detection(label, 0.9, (0, 0, 4, 4)) for label in self.labels] for _ in arrays]
 
 
 class ListOptions(BackendOptions):

@@ -8,14 +8,13 @@ A test-only backend with marked fields is registered in-process (the registry's 
 
 from __future__ import annotations
 
-import sys
 from typing import Any, ClassVar, Literal
 
 import pytest
 from pydantic import Field
 
 from captionkit.captioners.base import BackendOptions
-from captionkit.cli.main import run
+from helpers.cli import run_cli
 from helpers.fakes import FakeCaptioner, registered, write_image
 
 
@@ -42,13 +41,8 @@ FAKE = ("--store", "none", "--no-progress")
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.MonkeyPatch.context() as mp, registered(), registered(MarkedCaptioner):
-        mp.setattr(sys, "argv", ["captionkit", *args])
-        with pytest.raises(SystemExit) as exc:
-            run()
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err  # type: ignore[return-value]
+    with registered(), registered(MarkedCaptioner):
+        return run_cli(capsys, *args)
 
 
 @pytest.fixture

@@ -6,24 +6,21 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
 
+from helpers.cli import run_cli
 from helpers.fakes import FakeCaptioner, registered
 from helpers.images import write_image
 
 pytestmark = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed")
 
 
-def _caption(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    from captionkit.cli.main import run
-
-    capsys.readouterr()
-    with registered(), pytest.raises(SystemExit) as exc:
-        monkeypatch.setattr(sys, "argv", ["captionkit", "caption", *args])
-        run()
-    return int(exc.value.code or 0), capsys.readouterr().err
+def _caption(capsys, *args: str) -> tuple[int, str]:
+    """``captionkit caption ARGS`` with the fake backend: (exit code, stderr)."""
+    with registered():
+        code, _, err = run_cli(capsys, "caption", *args)
+    return code, err
 
 
 def _read(path) -> dict:
@@ -47,7 +44,6 @@ def test_embed_writes_the_caption_a_photo_manager_reads(tmp_path, monkeypatch, c
     img = write_image(tmp_path / "red.jpg", fmt="JPEG")
     store = str(tmp_path / "s.sqlite")
     code, err = _caption(
-        monkeypatch,
         capsys,
         str(img),
         "--model",
@@ -70,7 +66,6 @@ def test_xmp_sidecar_leaves_the_image_untouched(tmp_path, monkeypatch, capsys):
     img = write_image(tmp_path / "a.png", fmt="PNG")
     before = img.read_bytes()
     code, err = _caption(
-        monkeypatch,
         capsys,
         str(img),
         "--model",
@@ -107,7 +102,6 @@ def test_metadata_flag_mistakes_are_one_line_before_the_model_loads(
 ):
     img = write_image(tmp_path / "a.jpg", fmt="JPEG")
     code, err = _caption(
-        monkeypatch,
         capsys,
         str(img),
         "--model",
@@ -126,7 +120,6 @@ def test_missing_exiftool_is_one_line_and_nothing_is_captioned(tmp_path, monkeyp
     img = write_image(tmp_path / "a.jpg", fmt="JPEG")
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     code, err = _caption(
-        monkeypatch,
         capsys,
         str(img),
         "--model",

@@ -4,34 +4,39 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
+from helpers.cli import run_cli
 from helpers.fakes import FakeCaptioner, registered
 from helpers.images import write_image
 
 
-def _caption(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    from captionkit.cli.main import run
-
-    capsys.readouterr()
-    with registered(), pytest.raises(SystemExit) as exc:
-        monkeypatch.setattr(sys, "argv", ["captionkit", "caption", *args])
-        run()
-    return int(exc.value.code or 0), capsys.readouterr().err
+def _caption(capsys, *args: str) -> tuple[int, str]:
+    """``captionkit caption ARGS`` with the fake backend: (exit code, stderr)."""
+    with registered():
+        code, _, err = run_cli(capsys, "caption", *args)
+    return code, err
 
 
-
-
-def test_qa_records_checks_in_jsonl_and_counts_them_in_the_summary(
-    tmp_path, monkeypatch, capsys
-):
+def test_qa_records_checks_in_jsonl_and_counts_them_in_the_summary(tmp_path, monkeypatch, capsys):
     img = write_image(tmp_path / "red.png")
     out = tmp_path / "rows.jsonl"
     code, err = _caption(
-        monkeypatch, capsys, str(img), "--model", "fake", "--store", "none", "--no-progress",
-        "--qa-clip-model", "none", "--no-qa-objects", "--format", "jsonl", "--output", str(out),
+        capsys,
+        str(img),
+        "--model",
+        "fake",
+        "--store",
+        "none",
+        "--no-progress",
+        "--qa-clip-model",
+        "none",
+        "--no-qa-objects",
+        "--format",
+        "jsonl",
+        "--output",
+        str(out),
     )
     assert code == 0, err
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
@@ -47,11 +52,11 @@ def test_rerank_with_a_local_clip_orders_candidates_and_keys_the_store(
     store = str(tmp_path / "s.sqlite")
     args = [str(img), "--model", "fake", "--store", store, "--no-progress", "-n", "2",
             "--format", "jsonl", "--output", str(out), "--no-sidecar"]  # fmt: skip
-    code, err = _caption(monkeypatch, capsys, *args)
+    code, err = _caption(capsys, *args)
     assert code == 0, err
     plain = json.loads(out.read_text())
     assert "rerank" not in (plain["extra"] or {})
-    code, err = _caption(monkeypatch, capsys, *args, "--rerank", f"clip:{tiny_clip}")
+    code, err = _caption(capsys, *args, "--rerank", f"clip:{tiny_clip}")
     assert code == 0, err
     row = json.loads(out.read_text())
     assert not row["cached"]  # re-ranked results have their own store key
@@ -77,7 +82,13 @@ def test_quality_flag_mistakes_are_one_line_before_the_model_loads(
 ):
     img = write_image(tmp_path / "a.png")
     code, err = _caption(
-        monkeypatch, capsys, str(img), "--model", "fake", "--store", "none", "--no-progress",
+        capsys,
+        str(img),
+        "--model",
+        "fake",
+        "--store",
+        "none",
+        "--no-progress",
         *extra,
     )
     lines = [line for line in err.splitlines() if line.strip()]

@@ -173,3 +173,17 @@ def registered(cls: type[Captioner] = FakeCaptioner, name: str | None = None) ->
     finally:
         registry.unregister(name or cls.name)
         FakeCaptioner.instances.clear()
+
+
+class FakeDetector:
+    """A grounded detector that sees ``labels`` (score 0.9) in every image; records batch sizes."""
+
+    def __init__(self, labels: list[str]) -> None:
+        self.labels = labels
+        self.batches: list[int] = []
+
+    def detect_batch(self, arrays: list[Any]) -> list[list[Any]]:
+        from captionkit.captioners.grounded.detectors import Detection
+
+        self.batches.append(len(arrays))
+        return [[Detection(label, 0.9, (0, 0, 4, 4)) for label in self.labels] for _ in arrays]
